@@ -1,0 +1,56 @@
+"""The in-memory form of one recording on its way from a source into a store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+#: Sample dtypes a store part may hold: ADC integers (lossless for WFDB/EDF/BDF) or float32 physical.
+SAMPLE_DTYPES = (np.dtype("int16"), np.dtype("int32"), np.dtype("float32"))
+
+
+@dataclass
+class Recording:
+    """One multichannel recording, as a loader hands it to the store writer.
+
+    ``samples`` is channel-major, shape ``(n_channels, n_samples)``: ADC integers (int16/int32) with
+    ``physical = (adc - baseline) / gain`` per channel (WFDB's convention: ``gain`` is ADC units per
+    physical unit), or float32 already in physical units with ``gain = 1`` and ``baseline = 0``.
+    ``units`` are the physical units per channel (``"mV"`` for ECG, ``"uV"`` for EEG).
+    ``attributes`` are dataset-specific columns of ``recordings.parquet`` (labels, folds, paths);
+    every recording of one conversion carries the same keys.
+    """
+
+    recording_id: int
+    patient_id: int
+    start_time: datetime | None
+    modality: str
+    sampling_rate_hz: float
+    samples: np.ndarray
+    channel_names: list[str]
+    units: list[str]
+    gain: list[float]
+    baseline: list[float]
+    source: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.samples.ndim != 2:
+            raise ValueError(f"samples must be (channels, n_samples), got shape {self.samples.shape}")
+        if self.samples.dtype not in SAMPLE_DTYPES:
+            raise ValueError(f"samples dtype must be one of {SAMPLE_DTYPES}, got {self.samples.dtype}")
+        n_ch = self.samples.shape[0]
+        for name in ("channel_names", "units", "gain", "baseline"):
+            if len(getattr(self, name)) != n_ch:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries, samples has {n_ch} channels")
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[1])
