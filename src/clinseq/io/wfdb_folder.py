@@ -1,0 +1,204 @@
+"""Any folder of WFDB records (a PhysioNet database as published), and MIMIC-IV-ECG.
+
+Records are listed from the ``RECORDS`` file when there is one (PhysioNet's own listing), else by a
+recursive ``*.hea`` scan. The patient key comes from a function of the record name, from a CSV
+column, or — by default — each record is its own patient.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from clinseq.io.base import SourceItem
+from clinseq.io.wfdb_record import wfdb_recording
+from clinseq.timeline.records import Recording
+from clinseq.utils import SourceError
+
+
+def _default_patients(recordings: pl.DataFrame) -> pl.DataFrame:
+    return (
+        recordings.group_by("patient_id")
+        .agg(pl.len().alias("n_recordings"))
+        .with_columns(pl.lit(None, dtype=pl.String).alias("split"))
+        .select("patient_id", "split", "n_recordings")
+        .sort("patient_id")
+    )
+
+
+def list_wfdb_records(root: Path) -> list[str]:
+    """Record names relative to ``root`` (``RECORDS`` file, else every ``*.hea``), sorted."""
+    records_file = root / "RECORDS"
+    if records_file.exists():
+        names = [line.strip() for line in records_file.read_text().splitlines() if line.strip()]
+        # RECORDS may list sub-folders (databases split by patient); expand those.
+        out: list[str] = []
+        for name in names:
+            sub = root / name
+            if sub.is_dir():
+                out.extend(str(Path(name) / r) for r in list_wfdb_records(sub))
+            else:
+                out.append(name)
+        return sorted(out)
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.hea"))
+
+
+class WFDBSource:
+    """A folder of WFDB records.
+
+    Args:
+        root: the folder.
+        patient_id_fn: ``record name → patient id``; default: each record is its own patient, numbered
+            by sorted position (document your own rule when records share patients).
+        modality: ``"ecg"`` by default (what the records hold; used by samplers and recipes).
+    """
+
+    dataset = "wfdb"
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        patient_id_fn: Callable[[str], int] | None = None,
+        modality: str = "ecg",
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SourceError(self.root, "not a folder")
+        self.patient_id_fn = patient_id_fn
+        self.modality = modality
+
+    def index(self) -> list[SourceItem]:
+        names = list_wfdb_records(self.root)
+        if not names:
+            raise SourceError(self.root, "no WFDB records (no RECORDS file and no *.hea files)")
+        items = []
+        for position, name in enumerate(names):
+            patient = self.patient_id_fn(name) if self.patient_id_fn else position
+            items.append(
+                SourceItem(
+                    key=name,
+                    path=self.root / (name + ".hea"),
+                    info={"recording_id": position, "patient_id": int(patient)},
+                )
+            )
+        return items
+
+    def load(self, item: SourceItem) -> Recording:
+        return wfdb_recording(
+            self.root / item.key,
+            recording_id=item.info["recording_id"],
+            patient_id=item.info["patient_id"],
+            source=item.key,
+            modality=self.modality,
+            attributes={"record_name": Path(item.key).name},
+        )
+
+    def patients(self, recordings: pl.DataFrame) -> pl.DataFrame:
+        return _default_patients(recordings)
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return {"options": {"modality": self.modality}}
+
+
+# files/p1000/p10000032/s40689238/40689238
+_MIMIC_ECG_PATH = re.compile(r"files/p\d{4}/p(?P<subject>\d+)/s(?P<study>\d+)/(?P<record>\d+)$")
+
+
+class MIMICIVECGSource:
+    """MIMIC-IV-ECG v1.0 (``record_list.csv`` + ``files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN``).
+
+    ``subject_id`` is the patient key (shared with MIMIC-IV), ``study_id`` the recording id and
+    ``ecg_time`` the start time. Without ``record_list.csv`` the ids are parsed from the paths (no
+    times). ``machine_measurements.csv``, when present, adds the machine's report text.
+    """
+
+    dataset = "mimic-iv-ecg"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SourceError(self.root, "not a folder")
+        self.record_list = self.root / "record_list.csv"
+
+    def _reports(self) -> dict[int, str]:
+        path = self.root / "machine_measurements.csv"
+        if not path.exists():
+            return {}
+        reports = {}
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                parts = [row[k].strip() for k in sorted(row) if k.startswith("report_") and row[k]]
+                reports[int(row["study_id"])] = "; ".join(parts)
+        return reports
+
+    def index(self) -> list[SourceItem]:
+        reports = self._reports()
+        items = []
+        if self.record_list.exists():
+            with self.record_list.open(newline="") as f:
+                reader = csv.DictReader(f)
+                missing = {"subject_id", "study_id", "path"} - set(reader.fieldnames or [])
+                if missing:
+                    raise SourceError(self.record_list, f"missing columns {sorted(missing)}")
+                for line, row in enumerate(reader, start=2):
+                    try:
+                        subject, study = int(row["subject_id"]), int(row["study_id"])
+                        time = datetime.fromisoformat(row["ecg_time"]) if row.get("ecg_time") else None
+                    except ValueError as exc:
+                        raise SourceError(self.record_list, f"line {line}: unparsable value ({exc})") from exc
+                    items.append(self._item(row["path"], subject, study, time, reports))
+        else:
+            for hea in sorted(self.root.glob("files/p*/p*/s*/*.hea")):
+                rel = str(hea.relative_to(self.root).with_suffix(""))
+                match = _MIMIC_ECG_PATH.search(rel)
+                if match is None:
+                    raise SourceError(hea, "path is not files/pNNNN/p<subject_id>/s<study_id>/<study_id>")
+                subject, study = int(match["subject"]), int(match["study"])
+                items.append(self._item(rel, subject, study, None, reports))
+        if not items:
+            raise SourceError(self.root, "no MIMIC-IV-ECG records (record_list.csv or files/p*/p*/s*/*.hea)")
+        return sorted(items, key=lambda item: item.info["recording_id"])
+
+    def _item(
+        self, rel: str, subject: int, study: int, time: datetime | None, reports: dict[int, str]
+    ) -> SourceItem:
+        return SourceItem(
+            key=rel,
+            path=self.root / (rel + ".hea"),
+            info={
+                "recording_id": study,
+                "patient_id": subject,
+                "start_time": time,
+                "attributes": {"study_id": study, "report": reports.get(study)},
+            },
+        )
+
+    def load(self, item: SourceItem) -> Recording:
+        record_path = self.root / item.key
+        if not record_path.with_suffix(".hea").exists():
+            raise SourceError(
+                record_path.with_suffix(".hea"),
+                f"listed in {self.record_list.name} (study_id={item.info['recording_id']}) but missing on disk",
+            )
+        return wfdb_recording(
+            record_path,
+            recording_id=item.info["recording_id"],
+            patient_id=item.info["patient_id"],
+            source=item.key,
+            start_time=item.info["start_time"],
+            attributes=item.info["attributes"],
+        )
+
+    def patients(self, recordings: pl.DataFrame) -> pl.DataFrame:
+        return _default_patients(recordings)
+
+    def manifest_extra(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,278 @@
+"""Read a timeline store: patients, recordings and zero-copy signal windows.
+
+Signal parts are memory-mapped lazily, once per process: a store opened before a ``DataLoader`` forks
+its workers reopens its maps in each worker (the maps are never shared across a fork), and a pickled
+store (spawned workers) carries only its path and tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from clinseq.timeline.writer import FORMAT_VERSION, SIGNALS_DIR
+from clinseq.utils import StoreError
+
+if TYPE_CHECKING:
+    from clinseq.timeline.events import EventIndex
+
+Units = Literal["physical", "adc"]
+
+
+class _SignalPart:
+    """One memory-mapped ``signals/part-NNNNN.arrow``: per row, the flat sample array and its offset."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._map = pa.memory_map(str(path))
+            table = pa.ipc.open_file(self._map).read_all()
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise StoreError(f"{path}: cannot read signal part ({exc})") from exc
+        self._values: list[np.ndarray] = []
+        row_batch, row_start = [], []
+        for batch_index, chunk in enumerate(table.column("samples").chunks):
+            # zero_copy_only: the values are a view into the memory map, never a copy.
+            self._values.append(chunk.values.to_numpy(zero_copy_only=True))
+            offsets = chunk.offsets.to_numpy()
+            row_start.append(offsets[:-1])
+            row_batch.append(np.full(len(chunk), batch_index, dtype=np.int32))
+        self.row_batch = np.concatenate(row_batch) if row_batch else np.zeros(0, np.int32)
+        self.row_start = np.concatenate(row_start) if row_start else np.zeros(0, np.int64)
+
+    def flat(self, row: int, n_values: int) -> np.ndarray:
+        start = int(self.row_start[row])
+        return self._values[self.row_batch[row]][start : start + n_values]
+
+
+@dataclass
+class PatientTimeline:
+    """One patient's slice of a store: their recordings and (when the store holds events) events."""
+
+    store: TimelineStore
+    patient_id: int
+    recordings: pl.DataFrame
+
+    def events(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        codes: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """This patient's events in time order (see :meth:`EventIndex.patient_events` for the
+        boundary semantics). Raises :class:`StoreError` when the store holds no events."""
+        return self.store.event_index.patient_events(self.patient_id, start=start, end=end, codes=codes)
+
+
+class TimelineStore:
+    """A dataset converted to clinseq's Arrow layout (design §2). Open with :meth:`open`.
+
+    Attributes:
+        path: the store folder.
+        manifest: the parsed ``manifest.json`` (format version, dataset, source, counts, skipped items).
+        patients: ``patients.parquet`` (``patient_id`` int64, ``split``, static attributes).
+        recordings: ``recordings.parquet`` (``recording_id``, ``patient_id``, ``start_time``,
+            ``modality``, ``sampling_rate_hz``, ``n_samples``, ``n_channels``, ``channel_names``,
+            ``units``, ``gain``, ``baseline``, ``sample_dtype``, ``part``, ``row``, ``source`` and the
+            dataset's own columns such as labels).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.exists():
+            hint = ""
+            if list(self.path.parent.glob(f"{self.path.name}.tmp-*")):
+                hint = " (an unfinished conversion is beside it: run the same convert command to resume)"
+            raise StoreError(f"{self.path}: not a clinseq store, no manifest.json{hint}")
+        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        version = self.manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"{manifest_path}: format_version {version!r}, this clinseq reads {FORMAT_VERSION}; "
+                "convert the source again with this version"
+            )
+        self.patients: pl.DataFrame = pl.read_parquet(self.path / "patients.parquet")
+        self.recordings: pl.DataFrame = pl.read_parquet(self.path / "recordings.parquet")
+        self._build_lookup()
+        self._parts: dict[int, _SignalPart] = {}
+        self._parts_pid = os.getpid()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> TimelineStore:
+        """Open the store at ``path`` (cheap: tables are read, signal parts are mapped on first use)."""
+        return cls(path)
+
+    def _build_lookup(self) -> None:
+        rec = self.recordings
+        ids = rec["recording_id"].to_numpy()
+        self._row_of: dict[int, int] = {int(r): i for i, r in enumerate(ids)}
+        if len(self._row_of) != len(ids):
+            raise StoreError(f"{self.path}: recording_id values are not unique")
+        self._part = rec["part"].to_numpy()
+        self._row = rec["row"].to_numpy()
+        self._n_samples = rec["n_samples"].to_numpy()
+        self._n_channels = rec["n_channels"].to_numpy()
+        # Per-channel calibration, flattened: recording i owns [ch_offset[i], ch_offset[i + 1]).
+        self._ch_offset = np.concatenate([[0], np.cumsum(self._n_channels)]).astype(np.int64)
+        gain = rec["gain"].explode().to_numpy().astype(np.float32) if rec.height else np.zeros(0)
+        baseline = rec["baseline"].explode().to_numpy().astype(np.float32) if rec.height else np.zeros(0)
+        self._baseline = baseline
+        self._inv_gain = (1.0 / gain).astype(np.float32) if rec.height else np.zeros(0, np.float32)
+
+    # -- pickling / fork safety ---------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_parts"] = {}
+        state.pop("event_index", None)
+        return state
+
+    def _signal_part(self, part: int) -> _SignalPart:
+        if os.getpid() != self._parts_pid:  # forked: never reuse the parent's maps
+            self._parts, self._parts_pid = {}, os.getpid()
+        cached = self._parts.get(part)
+        if cached is None:
+            cached = self._parts[part] = _SignalPart(self.path / SIGNALS_DIR / f"part-{part:05d}.arrow")
+        return cached
+
+    # -- signals ------------------------------------------------------------------------------------
+    def _index(self, recording_id: int) -> int:
+        try:
+            return self._row_of[int(recording_id)]
+        except KeyError:
+            raise StoreError(f"{self.path}: no recording with recording_id={recording_id}") from None
+
+    def read_window(
+        self,
+        recording_id: int,
+        start: int,
+        length: int,
+        channels: Sequence[int] | slice | None = None,
+        units: Units = "physical",
+    ) -> np.ndarray:
+        """Samples ``[start, start + length)`` of one recording, shape ``(channels, length)``.
+
+        Args:
+            recording_id: the recording.
+            start, length: in samples at the recording's ``sampling_rate_hz``.
+            channels: channel indices (or a slice) to keep, in that order; all when None.
+            units: ``"physical"`` → float32 in the recording's ``units`` (ECG mV, EEG µV), computed
+                as ``(adc - baseline) / gain``; ``"adc"`` → the stored values as a read-only view of
+                the memory map (no copy, unless ``channels`` is a list, which numpy must gather).
+        """
+        i = self._index(recording_id)
+        n_samples = int(self._n_samples[i])
+        if start < 0 or length < 0 or start + length > n_samples:
+            raise StoreError(
+                f"window [{start}, {start + length}) is outside recording {recording_id}, which has "
+                f"{n_samples} samples: choose 0 <= start and start + length <= {n_samples}"
+            )
+        n_channels = int(self._n_channels[i])
+        flat = self._signal_part(int(self._part[i])).flat(int(self._row[i]), n_channels * n_samples)
+        window = flat.reshape(n_channels, n_samples)[:, start : start + length]
+        lo = self._ch_offset[i]
+        baseline, inv_gain = self._baseline[lo : lo + n_channels], self._inv_gain[lo : lo + n_channels]
+        if channels is not None:
+            window = window[channels]
+            baseline, inv_gain = baseline[channels], inv_gain[channels]
+        if units == "adc":
+            return window
+        if units != "physical":
+            raise ValueError(f"units must be 'physical' or 'adc', got {units!r}")
+        return (window - baseline[:, None]) * inv_gain[:, None]
+
+    def read_recording(self, recording_id: int, units: Units = "physical") -> np.ndarray:
+        """The whole recording, shape ``(channels, n_samples)`` (see :meth:`read_window`)."""
+        n_samples = int(self._n_samples[self._index(recording_id)])
+        return self.read_window(recording_id, 0, n_samples, units=units)
+
+    # -- patients and events ------------------------------------------------------------------------
+    @cached_property
+    def _recordings_by_patient(self) -> dict[int, pl.DataFrame]:
+        return {
+            int(key[0]): frame
+            for key, frame in self.recordings.partition_by("patient_id", as_dict=True).items()
+        }
+
+    def patient(self, patient_id: int) -> PatientTimeline:
+        """One patient's timeline: their recordings (by start time) and their events."""
+        pid = int(patient_id)
+        recordings = self._recordings_by_patient.get(pid)
+        if recordings is None:
+            known = self.patients["patient_id"].to_numpy()
+            if pid not in set(known.tolist()):
+                raise StoreError(f"{self.path}: no patient with patient_id={pid}")
+            recordings = self.recordings.clear()
+        return PatientTimeline(self, pid, recordings.sort("start_time", nulls_last=True))
+
+    @property
+    def has_events(self) -> bool:
+        return (self.path / "events_index.parquet").exists()
+
+    @cached_property
+    def event_index(self) -> EventIndex:
+        """The memory-mapped event index (design §2); raises when the store holds no events."""
+        from clinseq.timeline.events import EventIndex
+
+        index = EventIndex.open(self.path)
+        if index is None:
+            raise StoreError(
+                f"{self.path}: this store holds no events; convert an EHR source "
+                "(clinseq convert mimic-iv / meds) or attach events to it"
+            )
+        return index
+
+    # -- summary ------------------------------------------------------------------------------------
+    def summary(self) -> str:
+        """A human-readable summary (what ``clinseq info`` prints)."""
+        m = self.manifest
+        rec = self.recordings
+        lines = [
+            f"store      {self.path}",
+            f"dataset    {m.get('dataset')}  (format {m.get('format_version')}, "
+            f"clinseq {m.get('clinseq_version')}, created {m.get('created_at')})",
+            f"source     {m.get('source')}",
+            f"patients   {self.patients.height}",
+            f"recordings {rec.height}",
+        ]
+        if rec.height:
+            by_mod = rec.group_by("modality", "sampling_rate_hz").agg(
+                pl.len().alias("n"),
+                (pl.col("n_samples") / pl.col("sampling_rate_hz")).sum().alias("seconds"),
+                pl.col("n_channels").max().alias("max_channels"),
+            ).sort("modality", "sampling_rate_hz")
+            for row in by_mod.iter_rows(named=True):
+                lines.append(
+                    f"  {row['modality']:<4} {row['sampling_rate_hz']:g} Hz: {row['n']} recordings, "
+                    f"{row['seconds'] / 3600:.2f} h, up to {row['max_channels']} channels"
+                )
+            per_patient = rec.group_by("patient_id").len()["len"]
+            lines.append(
+                f"  recordings per patient: mean {per_patient.mean():.2f}, max {per_patient.max()}, "
+                f"patients with ≥2: {(per_patient >= 2).sum()}"
+            )
+            n_bytes = sum(p.stat().st_size for p in (self.path / SIGNALS_DIR).glob("part-*.arrow"))
+            lines.append(f"  signals: {m['counts'].get('signal_parts')} part(s), {n_bytes / 2**20:.1f} MiB")
+        if "split" in self.patients.columns and self.patients["split"].null_count() < self.patients.height:
+            counts = self.patients.group_by("split").len().sort("split")
+            lines.append(
+                "splits     " + ", ".join(f"{r['split']}: {r['len']}" for r in counts.iter_rows(named=True))
+            )
+        if self.has_events:
+            index = self.event_index
+            lines.append(f"events     {index.n_events} events for {len(index.subject_ids)} subjects")
+        skipped = m.get("skipped") or []
+        lines.append(f"skipped    {len(skipped)}")
+        for item in skipped[:10]:
+            lines.append(f"  {item['path']}: {item['reason']}")
+        return "\n".join(lines)

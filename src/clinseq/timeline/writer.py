@@ -1,0 +1,348 @@
+"""Write a timeline store atomically, in parts, resumably.
+
+Everything goes into ``<out>.tmp-<pid>/`` and is renamed to ``<out>`` by :meth:`StoreWriter.finish`.
+Signals are written to ``signals/part-NNNNN.arrow`` (uncompressed Arrow IPC, one row per recording:
+``recording_id``, ``samples`` = channel-major flattened ``large_list<int16|int32|float32>``). A part is
+*committed* when it reaches ``part_max_bytes`` (or at the end): its IPC file is closed and two sidecars
+are written: ``part-NNNNN.recordings.parquet`` (the metadata rows) and, last, ``part-NNNNN.commit.json``
+(row count, the source keys it consumed, skipped items). A run that stops (killed, or an error with
+``on_error="raise"``) leaves the temporary folder behind; the next writer for the same output adopts it,
+keeps every committed part whose row count checks out, deletes the rest, and reports the keys already
+done so the conversion continues where it stopped. Part boundaries depend only on the sequence of
+recordings, so a resumed conversion produces the same parts as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from clinseq import __version__
+from clinseq.timeline.records import Recording
+from clinseq.utils import StoreError
+
+FORMAT_VERSION = 1
+SIGNALS_DIR = "signals"
+DEFAULT_PART_MAX_BYTES = 1 << 30
+# Buffer rows into record batches of about this size: few batches per part keeps opening cheap.
+_BATCH_BYTES = 32 << 20
+
+#: Columns every ``recordings.parquet`` has, in this order; dataset-specific columns follow.
+RECORDING_COLUMNS: dict[str, pl.DataType] = {
+    "recording_id": pl.Int64(),
+    "patient_id": pl.Int64(),
+    "start_time": pl.Datetime("us"),
+    "modality": pl.String(),
+    "sampling_rate_hz": pl.Float64(),
+    "n_samples": pl.Int64(),
+    "n_channels": pl.Int64(),
+    "channel_names": pl.List(pl.String()),
+    "units": pl.List(pl.String()),
+    "gain": pl.List(pl.Float64()),
+    "baseline": pl.List(pl.Float64()),
+    "sample_dtype": pl.String(),
+    "part": pl.Int32(),
+    "row": pl.Int64(),
+    "source": pl.String(),
+}
+
+
+def empty_recordings() -> pl.DataFrame:
+    """A ``recordings`` table with the standard columns and no rows (stores that hold only events)."""
+    return pl.DataFrame(schema=RECORDING_COLUMNS)
+
+
+def _part_stem(part: int) -> str:
+    return f"part-{part:05d}"
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+class StoreWriter:
+    """Writes one timeline store; see the module docstring for the on-disk protocol.
+
+    Args:
+        path: the final store folder; it must not exist yet.
+        dataset: dataset name recorded in the manifest (``"ptbxl"``, ``"eeg"``...).
+        source: the source folder the data came from (recorded in the manifest).
+        part_max_bytes: a signal part is committed once it holds at least this many sample bytes.
+        resume: adopt an earlier run's temporary folder (``<path>.tmp-*``) when there is one.
+
+    Other writers (events) may put files into :attr:`tmp_path` before :meth:`finish`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        dataset: str,
+        source: str | os.PathLike[str] | None = None,
+        part_max_bytes: int = DEFAULT_PART_MAX_BYTES,
+        resume: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            raise StoreError(
+                f"{self.path} already exists: remove it or choose another output folder "
+                "(stores are never overwritten in place)"
+            )
+        if part_max_bytes <= 0:
+            raise ValueError(f"part_max_bytes must be > 0, got {part_max_bytes}")
+        self.dataset = dataset
+        self.source = str(source) if source is not None else None
+        self.part_max_bytes = int(part_max_bytes)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_path = self.path.parent / f"{self.path.name}.tmp-{os.getpid()}"
+        self.resumed_from: str | None = None
+
+        previous = [p for p in self.path.parent.glob(f"{self.path.name}.tmp-*") if p.is_dir()]
+        if resume and previous:
+            latest = max(previous, key=lambda p: p.stat().st_mtime)
+            if latest != self.tmp_path:
+                os.replace(latest, self.tmp_path)
+            self.resumed_from = latest.name
+        elif self.tmp_path.exists():
+            shutil.rmtree(self.tmp_path)
+        (self.tmp_path / SIGNALS_DIR).mkdir(parents=True, exist_ok=True)
+
+        # Committed state (from parts that checked out) and the open part.
+        self._committed_keys: list[str] = []
+        self._committed_meta: list[pl.DataFrame] = []
+        self._skipped: list[dict[str, str]] = []
+        self._n_parts = 0
+        self._recover()
+        self._open_part: _OpenPart | None = None
+        self._pending_keys: list[str] = []
+        self._pending_skipped: list[dict[str, str]] = []
+
+    # -- resume -------------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        signals = self.tmp_path / SIGNALS_DIR
+        part = 0
+        while True:
+            stem = signals / _part_stem(part)
+            commit = stem.with_suffix(".commit.json")
+            if not commit.exists():
+                break
+            info = json.loads(commit.read_text())
+            meta_path = stem.with_suffix(".recordings.parquet")
+            if not self._part_checks_out(stem, info, meta_path):
+                warnings.warn(
+                    f"{stem}: committed part does not check out; it and later parts are rewritten",
+                    stacklevel=3,
+                )
+                commit.unlink()
+                break
+            if info["n_rows"]:
+                self._committed_meta.append(pl.read_parquet(meta_path))
+            self._committed_keys.extend(info["keys"])
+            self._skipped.extend(info["skipped"])
+            part += 1
+        self._n_parts = part
+        # Whatever is not committed is rewritten from scratch.
+        for leftover in signals.iterdir():
+            stem_name = leftover.name.split(".")[0]
+            if not stem_name.startswith("part-") or int(stem_name[5:]) >= part:
+                leftover.unlink()
+
+    @staticmethod
+    def _part_checks_out(stem: Path, info: dict[str, Any], meta_path: Path) -> bool:
+        if info["n_rows"] == 0:
+            return True
+        arrow_path = stem.with_suffix(".arrow")
+        if not (arrow_path.exists() and meta_path.exists()):
+            return False
+        try:
+            with pa.memory_map(str(arrow_path)) as source:
+                n_rows = pa.ipc.open_file(source).read_all().num_rows
+            n_meta = pl.scan_parquet(meta_path).select(pl.len()).collect().item()
+        except (OSError, pa.ArrowInvalid):
+            return False
+        return n_rows == info["n_rows"] == n_meta
+
+    @property
+    def done_keys(self) -> set[str]:
+        """Source keys already handled (written or skipped) by committed parts of an earlier run."""
+        return set(self._committed_keys)
+
+    # -- writing ------------------------------------------------------------------------------------
+    def add(self, recording: Recording, *, key: str) -> None:
+        """Append one recording (``key`` is the source item's key, for resume bookkeeping)."""
+        dtype = recording.samples.dtype
+        if self._open_part is not None and self._open_part.dtype != dtype:
+            self._commit_part()  # one sample dtype per part
+        if self._open_part is None:
+            self._open_part = _OpenPart(self.tmp_path / SIGNALS_DIR / _part_stem(self._n_parts), dtype)
+        row = self._open_part.append(recording)
+        self._open_part.meta.append(_meta_row(recording, part=self._n_parts, row=row))
+        self._pending_keys.append(key)
+        if self._open_part.n_bytes >= self.part_max_bytes:
+            self._commit_part()
+
+    def skip(self, key: str, path: str, reason: str) -> None:
+        """Record a source item that was not written (``on_error="skip"``); listed in the manifest."""
+        self._pending_keys.append(key)
+        self._pending_skipped.append({"key": key, "path": str(path), "reason": reason})
+
+    def _commit_part(self) -> None:
+        stem = self.tmp_path / SIGNALS_DIR / _part_stem(self._n_parts)
+        n_rows = 0
+        if self._open_part is not None:
+            n_rows = self._open_part.close()
+            meta = _meta_frame(self._open_part.meta)
+            meta.write_parquet(stem.with_suffix(".recordings.parquet"))
+            self._committed_meta.append(meta)
+            self._open_part = None
+        # The commit file is written last: its presence means the part is complete.
+        _write_json_atomic(
+            stem.with_suffix(".commit.json"),
+            {"n_rows": n_rows, "keys": self._pending_keys, "skipped": self._pending_skipped},
+        )
+        self._committed_keys.extend(self._pending_keys)
+        self._skipped.extend(self._pending_skipped)
+        self._pending_keys, self._pending_skipped = [], []
+        self._n_parts += 1
+
+    def recordings(self) -> pl.DataFrame:
+        """Metadata of every recording written so far (committed and pending)."""
+        frames = list(self._committed_meta)
+        if self._open_part is not None and self._open_part.meta:
+            frames.append(_meta_frame(self._open_part.meta))
+        if not frames:
+            return empty_recordings()
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        return self._skipped + self._pending_skipped
+
+    def finish(
+        self, patients: pl.DataFrame | None = None, manifest_extra: dict[str, Any] | None = None
+    ) -> Path:
+        """Write the tables and the manifest, then rename the temporary folder into place."""
+        if self._open_part is not None or self._pending_keys:
+            self._commit_part()
+        recordings = self.recordings()
+        if patients is None:
+            patients = (
+                recordings.select(pl.col("patient_id").unique().sort())
+                .with_columns(pl.lit(None, dtype=pl.String).alias("split"))
+            )
+        if "patient_id" not in patients.columns:
+            raise StoreError(f"patients table needs a patient_id column, got {patients.columns}")
+        patients = patients.with_columns(pl.col("patient_id").cast(pl.Int64)).sort("patient_id")
+        recordings.write_parquet(self.tmp_path / "recordings.parquet")
+        patients.write_parquet(self.tmp_path / "patients.parquet")
+        signals = self.tmp_path / SIGNALS_DIR
+        for sidecar in list(signals.glob("*.commit.json")) + list(signals.glob("*.recordings.parquet")):
+            sidecar.unlink()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "dataset": self.dataset,
+            "source": self.source,
+            "clinseq_version": __version__,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "counts": {
+                "patients": patients.height,
+                "recordings": recordings.height,
+                "signal_parts": len(list(signals.glob("part-*.arrow"))),
+                "skipped": len(self._skipped),
+            },
+            "units": "physical = (adc - baseline) / gain, in units[c] (ECG mV, EEG uV)",
+            "skipped": self._skipped,
+        }
+        if self.resumed_from:
+            manifest["resumed_from"] = self.resumed_from
+        manifest.update(manifest_extra or {})
+        _write_json_atomic(self.tmp_path / "manifest.json", manifest)
+        os.replace(self.tmp_path, self.path)
+        return self.path
+
+
+class _OpenPart:
+    """The signal part being written: an IPC file writer plus a buffer of rows."""
+
+    def __init__(self, stem: Path, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self.schema = pa.schema(
+            [("recording_id", pa.int64()), ("samples", pa.large_list(pa.from_numpy_dtype(dtype)))]
+        )
+        self.sink = pa.OSFile(str(stem.with_suffix(".arrow")), "wb")
+        self.writer = pa.ipc.new_file(self.sink, self.schema)
+        self.meta: list[dict[str, Any]] = []
+        self.n_rows = 0
+        self.n_bytes = 0
+        self._buffer_ids: list[int] = []
+        self._buffer_samples: list[np.ndarray] = []
+        self._buffer_bytes = 0
+
+    def append(self, recording: Recording) -> int:
+        flat = np.ascontiguousarray(recording.samples).reshape(-1)
+        self._buffer_ids.append(recording.recording_id)
+        self._buffer_samples.append(flat)
+        self._buffer_bytes += flat.nbytes
+        self.n_bytes += flat.nbytes
+        row = self.n_rows
+        self.n_rows += 1
+        if self._buffer_bytes >= _BATCH_BYTES:
+            self._flush()
+        return row
+
+    def _flush(self) -> None:
+        if not self._buffer_ids:
+            return
+        lengths = np.array([len(s) for s in self._buffer_samples], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        values = pa.array(np.concatenate(self._buffer_samples))
+        samples = pa.LargeListArray.from_arrays(pa.array(offsets), values)
+        batch = pa.record_batch([pa.array(self._buffer_ids, pa.int64()), samples], schema=self.schema)
+        self.writer.write_batch(batch)
+        self._buffer_ids, self._buffer_samples, self._buffer_bytes = [], [], 0
+
+    def close(self) -> int:
+        self._flush()
+        self.writer.close()
+        self.sink.close()
+        return self.n_rows
+
+
+def _meta_row(recording: Recording, *, part: int, row: int) -> dict[str, Any]:
+    return {
+        "recording_id": int(recording.recording_id),
+        "patient_id": int(recording.patient_id),
+        "start_time": recording.start_time,
+        "modality": recording.modality,
+        "sampling_rate_hz": float(recording.sampling_rate_hz),
+        "n_samples": recording.n_samples,
+        "n_channels": recording.n_channels,
+        "channel_names": list(recording.channel_names),
+        "units": list(recording.units),
+        "gain": [float(g) for g in recording.gain],
+        "baseline": [float(b) for b in recording.baseline],
+        "sample_dtype": str(recording.samples.dtype),
+        "part": part,
+        "row": row,
+        "source": recording.source,
+        **recording.attributes,
+    }
+
+
+def _meta_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    # The fixed columns get their exact types (polars would infer e.g. a naive datetime[μs]).
+    return frame.with_columns(
+        [pl.col(name).cast(dtype) for name, dtype in RECORDING_COLUMNS.items() if name in frame.columns]
+    ).select(list(RECORDING_COLUMNS) + [c for c in frame.columns if c not in RECORDING_COLUMNS])
