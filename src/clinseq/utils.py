@@ -34,6 +34,9 @@ class SourceError(ClinseqError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.path, self.problem))
+
 
 class StoreError(ClinseqError):
     """A timeline store is missing, corrupt or asked for something it does not hold."""

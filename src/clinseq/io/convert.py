@@ -66,8 +66,13 @@ def convert(
     writer = StoreWriter(out, dataset=source.dataset, source=source.root, part_max_bytes=part_max_bytes)
     done = writer.done_keys
     todo = [item for item in items if item.key not in done]
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"convert {source.dataset}",
-               unit="rec", disable=not progress)
+    bar = tqdm(
+        total=len(items),
+        initial=len(items) - len(todo),
+        desc=f"convert {source.dataset}",
+        unit="rec",
+        disable=not progress,
+    )
     try:
         for item, result in _load_in_order(source, todo, workers):
             if isinstance(result, SourceError):

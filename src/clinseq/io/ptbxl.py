@@ -209,7 +209,5 @@ class PTBXLSource:
     def manifest_extra(self) -> dict[str, Any]:
         return {
             "options": {"sampling_rate_hz": self.sampling_rate_hz},
-            "source_checksums": {
-                p.name: _sha256(p) for p in (self.database_csv, self.statements_csv)
-            },
+            "source_checksums": {p.name: _sha256(p) for p in (self.database_csv, self.statements_csv)},
         }

@@ -186,7 +186,8 @@ class MIMICIVECGSource:
         if not record_path.with_suffix(".hea").exists():
             raise SourceError(
                 record_path.with_suffix(".hea"),
-                f"listed in {self.record_list.name} (study_id={item.info['recording_id']}) but missing on disk",
+                f"listed in {self.record_list.name} (study_id={item.info['recording_id']}) "
+                "but missing on disk",
             )
         return wfdb_recording(
             record_path,

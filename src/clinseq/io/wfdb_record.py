@@ -21,6 +21,18 @@ from clinseq.utils import SourceError
 # Bytes per sample of each WFDB storage format (format 212 packs two 12-bit samples in 3 bytes...).
 BYTES_PER_SAMPLE = {8: 1, 16: 2, 61: 2, 80: 1, 160: 2, 212: 1.5, 310: 4 / 3, 311: 4 / 3, 24: 3, 32: 4}
 _INT16_FORMATS = {8, 16, 61, 80, 160, 212, 310, 311}
+# The stored value WFDB reserves for "no sample" in each format (it reads back as NaN).
+INVALID_ADC = {
+    16: -32768,
+    61: -32768,
+    80: -128,
+    160: -32768,
+    212: -2048,
+    310: -512,
+    311: -512,
+    24: -(2**23),
+    32: -(2**31),
+}
 
 # WFDB unit spellings → clinseq's (ECG in mV).
 _UNIT_ALIASES = {"mv": "mV", "uv": "uV", "µv": "uV", "v": "V", "nu": "NU", "": "NU"}
@@ -51,9 +63,7 @@ def read_header(record_path: Path) -> wfdb.Record:
     if header.fs is None or not math.isfinite(header.fs) or header.fs <= 0:
         raise SourceError(hea, f"unknown sampling rate {header.fs!r}")
     if len(header.sig_name) != header.n_sig or len(header.file_name) != header.n_sig:
-        raise SourceError(
-            hea, f"header says {header.n_sig} signals but describes {len(header.sig_name)}"
-        )
+        raise SourceError(hea, f"header says {header.n_sig} signals but describes {len(header.sig_name)}")
     if any((spf or 1) != 1 for spf in (header.samps_per_frame or [])):
         raise SourceError(hea, "multi-frequency record (samples per frame != 1) is not supported")
     return header
@@ -102,7 +112,8 @@ def read_adc(record_path: Path) -> tuple[wfdb.Record, np.ndarray]:
         shape = None if d_signal is None else d_signal.shape
         raise SourceError(
             record_path.with_suffix(".hea"),
-            f"data shape {shape} disagrees with the header ({header.sig_len} samples × {header.n_sig} signals)",
+            f"data shape {shape} disagrees with the header "
+            f"({header.sig_len} samples × {header.n_sig} signals)",
         )
     if record.checksum is not None:
         # 16-bit checksum of each signal, as in the header (catches corrupted bytes of the right size).
@@ -151,4 +162,8 @@ def wfdb_recording(
         baseline=[float(b) for b in record.baseline],
         source=source,
         attributes=attributes or {},
+        adc_invalid=[
+            sentinel if sentinel is not None and bool((samples[c] == sentinel).any()) else None
+            for c, sentinel in enumerate(INVALID_ADC.get(int(f)) for f in record.fmt)
+        ],
     )

@@ -36,6 +36,9 @@ class Recording:
     baseline: list[float]
     source: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    #: Per channel, the ADC value that marks a missing sample (WFDB's "invalid" sentinel) when it
+    #: occurs in the data, else None; ``read_window(units="physical")`` returns NaN there.
+    adc_invalid: list[int | None] | None = None
 
     def __post_init__(self) -> None:
         if self.samples.ndim != 2:
@@ -43,9 +46,13 @@ class Recording:
         if self.samples.dtype not in SAMPLE_DTYPES:
             raise ValueError(f"samples dtype must be one of {SAMPLE_DTYPES}, got {self.samples.dtype}")
         n_ch = self.samples.shape[0]
-        for name in ("channel_names", "units", "gain", "baseline"):
+        if self.adc_invalid is None:
+            self.adc_invalid = [None] * self.samples.shape[0]
+        for name in ("channel_names", "units", "gain", "baseline", "adc_invalid"):
             if len(getattr(self, name)) != n_ch:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries, samples has {n_ch} channels")
+                raise ValueError(
+                    f"{name} has {len(getattr(self, name))} entries, samples has {n_ch} channels"
+                )
 
     @property
     def n_channels(self) -> int:

@@ -128,6 +128,14 @@ class TimelineStore:
         gain = rec["gain"].explode().to_numpy().astype(np.float32) if rec.height else np.zeros(0)
         baseline = rec["baseline"].explode().to_numpy().astype(np.float32) if rec.height else np.zeros(0)
         self._baseline = baseline
+        # Recordings whose data hold the "missing sample" sentinel: physical reads mask them to NaN.
+        self._invalid: dict[int, np.ndarray] = {}
+        if "adc_invalid" in rec.columns:
+            for i, sentinels in enumerate(rec["adc_invalid"].to_list()):
+                if sentinels and any(v is not None for v in sentinels):
+                    self._invalid[i] = np.array(
+                        [np.nan if v is None else v for v in sentinels], dtype=np.float64
+                    )
         self._inv_gain = (1.0 / gain).astype(np.float32) if rec.height else np.zeros(0, np.float32)
 
     # -- pickling / fork safety ---------------------------------------------------------------------
@@ -182,14 +190,19 @@ class TimelineStore:
         window = flat.reshape(n_channels, n_samples)[:, start : start + length]
         lo = self._ch_offset[i]
         baseline, inv_gain = self._baseline[lo : lo + n_channels], self._inv_gain[lo : lo + n_channels]
+        invalid = self._invalid.get(i)
         if channels is not None:
             window = window[channels]
             baseline, inv_gain = baseline[channels], inv_gain[channels]
+            invalid = None if invalid is None else invalid[channels]
         if units == "adc":
             return window
         if units != "physical":
             raise ValueError(f"units must be 'physical' or 'adc', got {units!r}")
-        return (window - baseline[:, None]) * inv_gain[:, None]
+        physical = (window - baseline[:, None]) * inv_gain[:, None]
+        if invalid is not None:
+            physical[window == invalid[:, None]] = np.nan
+        return physical
 
     def read_recording(self, recording_id: int, units: Units = "physical") -> np.ndarray:
         """The whole recording, shape ``(channels, n_samples)`` (see :meth:`read_window`)."""
@@ -222,9 +235,11 @@ class TimelineStore:
     @cached_property
     def event_index(self) -> EventIndex:
         """The memory-mapped event index (design §2); raises when the store holds no events."""
-        from clinseq.timeline.events import EventIndex
+        index = None
+        if self.has_events:
+            from clinseq.timeline.events import EventIndex
 
-        index = EventIndex.open(self.path)
+            index = EventIndex.open(self.path)
         if index is None:
             raise StoreError(
                 f"{self.path}: this store holds no events; convert an EHR source "
@@ -246,11 +261,15 @@ class TimelineStore:
             f"recordings {rec.height}",
         ]
         if rec.height:
-            by_mod = rec.group_by("modality", "sampling_rate_hz").agg(
-                pl.len().alias("n"),
-                (pl.col("n_samples") / pl.col("sampling_rate_hz")).sum().alias("seconds"),
-                pl.col("n_channels").max().alias("max_channels"),
-            ).sort("modality", "sampling_rate_hz")
+            by_mod = (
+                rec.group_by("modality", "sampling_rate_hz")
+                .agg(
+                    pl.len().alias("n"),
+                    (pl.col("n_samples") / pl.col("sampling_rate_hz")).sum().alias("seconds"),
+                    pl.col("n_channels").max().alias("max_channels"),
+                )
+                .sort("modality", "sampling_rate_hz")
+            )
             for row in by_mod.iter_rows(named=True):
                 lines.append(
                     f"  {row['modality']:<4} {row['sampling_rate_hz']:g} Hz: {row['n']} recordings, "

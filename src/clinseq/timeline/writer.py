@@ -49,6 +49,7 @@ RECORDING_COLUMNS: dict[str, pl.DataType] = {
     "units": pl.List(pl.String()),
     "gain": pl.List(pl.Float64()),
     "baseline": pl.List(pl.Float64()),
+    "adc_invalid": pl.List(pl.Int64()),
     "sample_dtype": pl.String(),
     "part": pl.Int32(),
     "row": pl.Int64(),
@@ -237,9 +238,8 @@ class StoreWriter:
             self._commit_part()
         recordings = self.recordings()
         if patients is None:
-            patients = (
-                recordings.select(pl.col("patient_id").unique().sort())
-                .with_columns(pl.lit(None, dtype=pl.String).alias("split"))
+            patients = recordings.select(pl.col("patient_id").unique().sort()).with_columns(
+                pl.lit(None, dtype=pl.String).alias("split")
             )
         if "patient_id" not in patients.columns:
             raise StoreError(f"patients table needs a patient_id column, got {patients.columns}")
@@ -332,6 +332,7 @@ def _meta_row(recording: Recording, *, part: int, row: int) -> dict[str, Any]:
         "units": list(recording.units),
         "gain": [float(g) for g in recording.gain],
         "baseline": [float(b) for b in recording.baseline],
+        "adc_invalid": list(recording.adc_invalid or []),
         "sample_dtype": str(recording.samples.dtype),
         "part": part,
         "row": row,

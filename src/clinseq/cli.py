@@ -1,0 +1,121 @@
+"""The ``clinseq`` command line: convert sources into stores, inspect them, pretrain, benchmark.
+
+Heavy modules are imported inside each command so that ``clinseq --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from clinseq.utils import ClinseqError
+
+
+def _add_convert_options(parser: argparse.ArgumentParser, *, parallel: bool = True) -> None:
+    parser.add_argument("src", type=Path, help="source folder in its publisher's layout")
+    parser.add_argument("out", type=Path, help="store folder to create (must not exist)")
+    if parallel:
+        parser.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
+        parser.add_argument(
+            "--on-error",
+            choices=("raise", "skip"),
+            default="raise",
+            help="stop at the first bad file (raise) or list it in the manifest and go on (skip)",
+        )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clinseq", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    convert = commands.add_parser("convert", help="convert a source dataset into a timeline store")
+    kinds = convert.add_subparsers(dest="kind", required=True)
+    ptbxl = kinds.add_parser("ptbxl", help="PTB-XL (ptbxl_database.csv + records100/records500)")
+    _add_convert_options(ptbxl)
+    ptbxl.add_argument("--sampling-rate-hz", type=int, default=100, help="100 (records100) or 500")
+    wfdb = kinds.add_parser("wfdb", help="any folder of WFDB records (RECORDS file or *.hea)")
+    _add_convert_options(wfdb)
+    wfdb.add_argument("--modality", default="ecg")
+    mimic_ecg = kinds.add_parser("mimic-iv-ecg", help="MIMIC-IV-ECG (record_list.csv + files/p…/p…/s…)")
+    _add_convert_options(mimic_ecg)
+    eeg = kinds.add_parser("eeg", help="EEG files read through mne (EDF/BDF...; EEGMMIDB, TUH, EEGMAT)")
+    _add_convert_options(eeg)
+    eeg.add_argument("--layout", default="auto", help="auto, eegmmidb, tuh, eegmat or flat")
+    eeg.add_argument("--resample-hz", type=float, default=None, help="resample every recording to this rate")
+    mimic = kinds.add_parser("mimic-iv", help="MIMIC-IV hosp/ and icu/ tables → MEDS events")
+    _add_convert_options(mimic, parallel=False)
+    mimic.add_argument("--tables", nargs="+", default=None, help="only these tables (default: all present)")
+    mimic.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+    meds = kinds.add_parser("meds", help="import any MEDS v0.4 dataset")
+    _add_convert_options(meds, parallel=False)
+
+    export = commands.add_parser("export", help="export a store's events")
+    export_kinds = export.add_subparsers(dest="kind", required=True)
+    export_meds = export_kinds.add_parser("meds", help="write the store's events as a MEDS v0.4 dataset")
+    export_meds.add_argument("store", type=Path)
+    export_meds.add_argument("out", type=Path)
+
+    info = commands.add_parser("info", help="print a store's summary")
+    info.add_argument("store", type=Path)
+    return parser
+
+
+def _convert(args: argparse.Namespace) -> Path:
+    from clinseq.io.convert import convert
+
+    progress = not args.quiet
+    if args.kind == "mimic-iv":
+        from clinseq.io.mimic_iv import convert_mimic_iv
+
+        return convert_mimic_iv(
+            args.src, args.out, tables=args.tables, on_error=args.on_error, progress=progress
+        )
+    if args.kind == "meds":
+        from clinseq.io.meds import import_meds
+
+        return import_meds(args.src, args.out, progress=progress)
+    if args.kind == "ptbxl":
+        from clinseq.io.ptbxl import PTBXLSource
+
+        source = PTBXLSource(args.src, sampling_rate_hz=args.sampling_rate_hz)
+    elif args.kind == "wfdb":
+        from clinseq.io.wfdb_folder import WFDBSource
+
+        source = WFDBSource(args.src, modality=args.modality)
+    elif args.kind == "mimic-iv-ecg":
+        from clinseq.io.wfdb_folder import MIMICIVECGSource
+
+        source = MIMICIVECGSource(args.src)
+    else:
+        from clinseq.io.eeg import EEGSource
+
+        source = EEGSource(args.src, layout=args.layout, resample_hz=args.resample_hz)
+    return convert(source, args.out, workers=args.workers, on_error=args.on_error, progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "convert":
+            from clinseq.timeline import TimelineStore
+
+            path = _convert(args)
+            print(TimelineStore.open(path).summary())
+        elif args.command == "export":
+            from clinseq.io.meds import export_meds
+
+            print(f"wrote {export_meds(args.store, args.out)}")
+        elif args.command == "info":
+            from clinseq.timeline import TimelineStore
+
+            print(TimelineStore.open(args.store).summary())
+    except ClinseqError as exc:
+        print(f"clinseq: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

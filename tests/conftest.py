@@ -1,0 +1,54 @@
+"""Shared fixtures: the real datasets (skipped with instructions when absent) and converted stores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Tests run from anywhere: default the data root to ../shared/data beside the checkout.
+os.environ.setdefault("CLINSEQ_DATA", str(REPO_ROOT.parent / "shared" / "data"))
+
+HOW_TO_GET = {
+    "ptbxl": "PTB-XL is open on PhysioNet: https://physionet.org/content/ptb-xl/1.0.3/ "
+    "(wget -r -N -c -np https://physionet.org/files/ptb-xl/1.0.3/) — put it at $CLINSEQ_DATA/ptbxl",
+    "wfdb_samples": "PhysioNet sample records (wfdb-python's sample-data/) at $CLINSEQ_DATA/wfdb_samples",
+    "eeg/eegmat": "EEGMAT is open on PhysioNet: https://physionet.org/content/eegmat/1.0.0/ — put the EDF "
+    "files at $CLINSEQ_DATA/eeg/eegmat",
+    "mimic_iv_demo": "the MIMIC-IV demo is open on PhysioNet: "
+    "https://physionet.org/content/mimic-iv-demo/2.2/ "
+    "— put hosp/ and icu/ at $CLINSEQ_DATA/mimic_iv_demo (meds/ holds its MEDS version)",
+}
+
+
+def real_data(name: str) -> Path:
+    """Path of a real dataset under the data root, or skip the test saying how to get it."""
+    from clinseq.utils import data_root
+
+    path = data_root() / name
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent. {HOW_TO_GET.get(name, '')}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ptbxl_root() -> Path:
+    return real_data("ptbxl")
+
+
+@pytest.fixture(scope="session")
+def wfdb_samples_root() -> Path:
+    return real_data("wfdb_samples")
+
+
+@pytest.fixture(scope="session")
+def ptbxl_store(tmp_path_factory: pytest.TempPathFactory, ptbxl_root: Path):
+    """The real PTB-XL subset at 100 Hz converted once per test session."""
+    from clinseq.io import PTBXLSource, convert
+    from clinseq.timeline import TimelineStore
+
+    out = tmp_path_factory.mktemp("stores") / "ptbxl100"
+    return TimelineStore.open(convert(PTBXLSource(ptbxl_root, 100), out, workers=2, progress=False))
