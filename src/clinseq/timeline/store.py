@@ -68,10 +68,15 @@ class PatientTimeline:
         start: datetime | None = None,
         end: datetime | None = None,
         codes: Sequence[str] | None = None,
+        *,
+        include_static: bool = True,
     ) -> pl.DataFrame:
-        """This patient's events in time order (see :meth:`EventIndex.patient_events` for the
-        boundary semantics). Raises :class:`StoreError` when the store holds no events."""
-        return self.store.event_index.patient_events(self.patient_id, start=start, end=end, codes=codes)
+        """This patient's events in time order: times in ``[start, end)``, static (null-time) events
+        first unless ``include_static=False`` (see :meth:`EventIndex.patient_events`). Raises
+        :class:`StoreError` when the store holds no events."""
+        return self.store.event_index.patient_events(
+            self.patient_id, start=start, end=end, codes=codes, include_static=include_static
+        )
 
 
 class TimelineStore:
@@ -247,6 +252,20 @@ class TimelineStore:
             )
         return index
 
+    def context_events(
+        self,
+        recording_id: int,
+        window_s: float,
+        codes: Sequence[str] | None = None,
+        *,
+        include_static: bool = True,
+    ) -> pl.DataFrame:
+        """The patient's events in ``[start_time - window_s, start_time)`` of a recording: its EHR
+        context, strictly before it (cross-modal ECG ↔ EHR pairs)."""
+        from clinseq.timeline.events import context_events
+
+        return context_events(self, recording_id, window_s, codes, include_static=include_static)
+
     # -- summary ------------------------------------------------------------------------------------
     def summary(self) -> str:
         """A human-readable summary (what ``clinseq info`` prints)."""
@@ -290,6 +309,17 @@ class TimelineStore:
         if self.has_events:
             index = self.event_index
             lines.append(f"events     {index.n_events} events for {len(index.subject_ids)} subjects")
+            events_info = m.get("events") or {}
+            for table, info in (events_info.get("tables") or {}).items():
+                written = sum(e.get("written", 0) for e in (info.get("events") or {}).values())
+                dropped = sum(e.get("dropped_no_usable_time", 0) for e in (info.get("events") or {}).values())
+                lines.append(
+                    f"  {table:<20} {info.get('source_rows', '?'):>9} source rows → {written} events"
+                    + (f" ({dropped} without a usable time dropped)" if dropped else "")
+                )
+            for key in ("missing_tables", "skipped_tables"):
+                if events_info.get(key):
+                    lines.append(f"  {key.replace('_', ' ')}: {', '.join(map(str, events_info[key]))}")
         skipped = m.get("skipped") or []
         lines.append(f"skipped    {len(skipped)}")
         for item in skipped[:10]:

@@ -1,0 +1,106 @@
+"""Vocabulary, train-only value statistics, fixed-length windows and their batch contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from clinseq.data.event_sequences import (
+    NO_TIME,
+    PAD,
+    UNK,
+    CodeVocabulary,
+    EventSequenceDataset,
+    ValueNormalizer,
+    collate_events,
+)
+from clinseq.timeline.events import EventIndex
+
+Setup = tuple[EventIndex, list[int], list[int]]
+
+
+@pytest.fixture(scope="module")
+def setup(mimic_store: Path) -> Setup:
+    index = EventIndex.open(mimic_store)
+    assert index is not None
+    patients = pl.read_parquet(mimic_store / "patients.parquet")
+    train = patients.filter(pl.col("split") == "train")["patient_id"].to_list()
+    other = patients.filter(pl.col("split") != "train")["patient_id"].to_list()
+    return index, train[:20], other[:5]
+
+
+def test_vocabulary_min_count_and_unknown(setup: Setup) -> None:
+    index, train, _ = setup
+    vocab = CodeVocabulary.fit(index, train, min_count=3)
+    counts = pl.concat([index.patient_events(p) for p in train])["code"].value_counts()
+    assert len(vocab) == counts.filter(pl.col("count") >= 3).height + 2
+    rare = counts.filter(pl.col("count") < 3)["code"][0]
+    common = vocab.codes[0]
+    assert vocab.encode([common, rare, "NOT A CODE"]).tolist() == [2, UNK, UNK]
+    assert vocab.decode([PAD, UNK, 2]) == ["<pad>", "<unk>", common]
+    with pytest.raises(ValueError, match="min_count"):
+        CodeVocabulary.fit(index, train, min_count=0)
+
+
+def test_value_statistics_come_from_training_patients_only(setup: Setup) -> None:
+    index, train, other = setup
+    norm = ValueNormalizer.fit(index, train)
+    train_events = pl.concat([index.patient_events(p) for p in train])
+    lab = train_events.filter(pl.col("numeric_value").is_not_null())["code"].mode()[0]
+    values = train_events.filter(pl.col("code") == lab)["numeric_value"].cast(pl.Float64).to_numpy()
+    row = norm.stats.filter(pl.col("code") == lab).row(0, named=True)
+    assert row["mean"] == pytest.approx(values.mean()) and row["std"] == pytest.approx(values.std())
+    both = ValueNormalizer.fit(index, train + other).stats.filter(pl.col("code") == lab).row(0, named=True)
+    assert both["mean"] != pytest.approx(row["mean"])  # the held-out patients would change it
+    z, mask = norm.transform(pl.Series([lab, lab, "NEVER"]), pl.Series([row["mean"], None, 1.0]))
+    assert z.tolist() == [0.0, 0.0, 0.0] and mask.tolist() == [True, False, False]
+
+
+def test_windows_cover_every_event_once_and_match_the_contract(setup: Setup) -> None:
+    index, train, _ = setup
+    vocab, norm = CodeVocabulary.fit(index, train), ValueNormalizer.fit(index, train)
+    pids = train[:4]
+    ds = EventSequenceDataset(index, pids, vocab, norm, max_len=64)
+    batch = collate_events([ds[i] for i in range(len(ds))])
+    n_events = sum(index.patient_events(p).height for p in pids)
+    assert int(batch["padding_mask"].sum()) == n_events
+    assert batch["codes"].dtype == torch.int64 and batch["codes"].shape == (len(ds), 64)
+    assert batch["time_delta_s"].dtype == torch.float32 and batch["values"].dtype == torch.float32
+    assert batch["value_mask"].dtype == torch.bool and batch["patient_id"].dtype == torch.int64
+    assert (batch["codes"][~batch["padding_mask"]] == PAD).all()
+    assert (batch["codes"][batch["padding_mask"]] >= 2).all()  # all codes known: vocab fitted on them
+    assert not batch["value_mask"][~batch["padding_mask"]].any()
+    assert (batch["time_delta_s"][:, 0] == 0).all() and (batch["time_delta_s"] >= 0).all()
+    # The first window of the first patient, recomputed by hand.
+    events = index.patient_events(pids[0]).head(64)
+    t = events["time"].cast(pl.Int64).to_numpy()
+    expected = np.diff(t.astype(np.float64)) / 1e6
+    expected[np.isnan(expected)] = 0.0
+    np.testing.assert_allclose(batch["time_delta_s"][0, 1:].numpy(), expected, rtol=1e-6)
+    assert batch["window_start_us"][0] == events["time"].drop_nulls().cast(pl.Int64)[0]
+    assert batch["window_end_us"][0] == events["time"].drop_nulls().cast(pl.Int64)[-1]
+    assert vocab.decode(batch["codes"][0, :3].tolist()) == events["code"].head(3).to_list()
+    assert NO_TIME < batch["window_start_us"].min()
+
+
+def test_random_crops_are_deterministic_under_a_seed(setup: Setup) -> None:
+    index, train, _ = setup
+    vocab, norm = CodeVocabulary.fit(index, train), ValueNormalizer.fit(index, train)
+
+    def make(seed: int) -> EventSequenceDataset:
+        return EventSequenceDataset(index, train[:6], vocab, norm, max_len=32, random_crop=True, seed=seed)
+
+    a, b, c = make(1), make(1), make(2)
+    first = collate_events([a[i] for i in range(len(a))])["codes"]
+    assert torch.equal(first, collate_events([b[i] for i in reversed(range(len(b)))])["codes"].flip(0))
+    assert not torch.equal(first, collate_events([c[i] for i in range(len(c))])["codes"])
+    a.set_epoch(1)
+    assert not torch.equal(first, collate_events([a[i] for i in range(len(a))])["codes"])
+    with pytest.raises(ValueError, match="max_len"):
+        EventSequenceDataset(index, train, vocab, norm, max_len=0)
+    with pytest.raises(ValueError, match="empty list"):
+        collate_events([])
