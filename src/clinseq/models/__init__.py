@@ -1,0 +1,44 @@
+"""Encoders and heads (design §7).
+
+Waveform encoders take x (B, C, T) float and return a pooled (B, embed_dim) embedding (``CPCEncoder``
+returns ``CPCOutput(z, c)``); ``embed(x)`` gives the pooled embedding in eval mode without gradients.
+``EventTransformer`` takes the EHR batch dict of ``clinseq.data.event_sequences``.
+
+=========================  =========================================================================
+``ResNet1d``               Ribeiro/PCLR ResNet; preset ``resnet1d_pclr`` (kernel 16, 320-d, GAP)
+``XResNet1d``              xresnet1d-like bottleneck ResNet; presets ``xresnet1d50``, ``xresnet1d101``
+``CPCEncoder``             strided convs → z, GRU/LSTM → c; preset ``cpc_mehari2022``
+``PatchTransformer``       patch tokens, SDPA blocks, RoPE/learned positions, ``embed_chunked``
+``EventTransformer``       EHR events: code + log time-delta + value embeddings, masked mean pool
+``ProjectionHead``         SimCLR projection MLP; ``PredictionHead`` BYOL/PMQ predictor; ``l2_normalize``
+=========================  =========================================================================
+"""
+
+from clinseq.models.attention import SelfAttention, TransformerBlock, apply_rotary
+from clinseq.models.base import Encoder
+from clinseq.models.cpc import CPCEncoder, CPCOutput, cpc_mehari2022
+from clinseq.models.event_transformer import EventTransformer, TimeDeltaEmbedding
+from clinseq.models.heads import PredictionHead, ProjectionHead, l2_normalize
+from clinseq.models.patch_transformer import PatchTransformer
+from clinseq.models.resnet1d import ResNet1d, XResNet1d, resnet1d_pclr, xresnet1d50, xresnet1d101
+
+__all__ = [
+    "CPCEncoder",
+    "CPCOutput",
+    "Encoder",
+    "EventTransformer",
+    "PatchTransformer",
+    "PredictionHead",
+    "ProjectionHead",
+    "ResNet1d",
+    "SelfAttention",
+    "TimeDeltaEmbedding",
+    "TransformerBlock",
+    "XResNet1d",
+    "apply_rotary",
+    "cpc_mehari2022",
+    "l2_normalize",
+    "resnet1d_pclr",
+    "xresnet1d50",
+    "xresnet1d101",
+]
