@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="print a store's summary")
     info.add_argument("store", type=Path)
+
+    bench = commands.add_parser("bench", help="run throughput benchmarks (tables + JSON + PNG)")
+    bench.add_argument(
+        "suites", nargs="+", choices=("reads", "loader", "loss", "encoder", "pretrain", "ehr", "all")
+    )
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench.add_argument("--quick", action="store_true", help="small sizes (minutes on a 2-core CPU)")
     return parser
 
 
@@ -107,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             from clinseq.io.meds import export_meds
 
             print(f"wrote {export_meds(args.store, args.out)}")
+        elif args.command == "bench":
+            from clinseq.bench import main as bench_main
+
+            return bench_main(args.suites, device=args.device, quick=args.quick)
         elif args.command == "info":
             from clinseq.timeline import TimelineStore
 
