@@ -12,6 +12,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Tests run from anywhere: default the data root to ../shared/data beside the checkout.
 os.environ.setdefault("CLINSEQ_DATA", str(REPO_ROOT.parent / "shared" / "data"))
 
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+# Triton decides between compiling and interpreting when a kernel is defined, so the interpreter must be
+# chosen before anything imports clinseq.kernels. Without a GPU, the kernel tests run interpreted (fp32).
+if not _has_cuda():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 HOW_TO_GET = {
     "ptbxl": "PTB-XL is open on PhysioNet: https://physionet.org/content/ptb-xl/1.0.3/ "
     "(wget -r -N -c -np https://physionet.org/files/ptb-xl/1.0.3/) — put it at $CLINSEQ_DATA/ptbxl",
