@@ -99,7 +99,7 @@ def test_bad_record_raises_naming_file_and_problem(mini, tmp_path, case):
     assert not (tmp_path / "store").exists()  # nothing half-written in place
 
 
-@pytest.mark.parametrize("case", ["truncated_dat", "header_lead_count", "missing_on_disk"])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_skip_lists_the_bad_file_and_converts_the_rest(mini, tmp_path, case):
     root, names = mini
     corrupt, message = CASES[case]

@@ -67,3 +67,35 @@ def test_mimic_iv_ecg_layout(ptbxl_root, tmp_path):
     (src / "record_list.csv").unlink()
     by_path = TimelineStore.open(convert(MIMICIVECGSource(src), tmp_path / "s2", progress=False))
     assert by_path.recordings["patient_id"].to_list() == [10000032, 10000032, 10000084]
+
+
+def test_mimic_iv_ecg_counts_and_a_record_missing_on_disk(ptbxl_root, tmp_path):
+    import csv
+
+    import pytest
+
+    from clinseq.utils import SourceError
+
+    src = tmp_path / "mimic-iv-ecg"
+    hr = sorted(p.stem for p in (ptbxl_root / "records500/00000").glob("*.hea"))[:5]
+    subjects = [10000032, 10000032, 10000084, 10000117, 10000117]
+    _mimic_layout(ptbxl_root, src, [(f"records500/00000/{h}", s) for h, s in zip(hr, subjects, strict=True)])
+    with (src / "record_list.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    store = TimelineStore.open(convert(MIMICIVECGSource(src), tmp_path / "s", progress=False))
+    assert store.recordings.height == len(rows)  # counts equal the source csv
+    assert store.patients.height == len({r["subject_id"] for r in rows})
+    assert sorted(store.recordings["recording_id"]) == sorted(int(r["study_id"]) for r in rows)
+    missing = rows[2]["path"]
+    for ext in (".hea", ".dat"):
+        (src / (missing + ext)).unlink()
+    with pytest.raises(
+        SourceError,
+        match=rf"{missing}\.hea: listed in record_list\.csv \(study_id=40000002\) but missing on disk",
+    ):
+        convert(MIMICIVECGSource(src), tmp_path / "raise", progress=False)
+    skip = TimelineStore.open(
+        convert(MIMICIVECGSource(src), tmp_path / "skip", on_error="skip", progress=False)
+    )
+    assert skip.recordings.height == len(rows) - 1
+    assert [s["key"] for s in skip.manifest["skipped"]] == [missing]

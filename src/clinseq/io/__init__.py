@@ -2,7 +2,8 @@
 
 from clinseq.io.base import Source, SourceItem
 from clinseq.io.convert import convert
+from clinseq.io.eeg import EEGSource
 from clinseq.io.ptbxl import PTBXLSource
 from clinseq.io.wfdb_folder import MIMICIVECGSource, WFDBSource
 
-__all__ = ["MIMICIVECGSource", "PTBXLSource", "Source", "SourceItem", "WFDBSource", "convert"]
+__all__ = ["EEGSource", "MIMICIVECGSource", "PTBXLSource", "Source", "SourceItem", "WFDBSource", "convert"]

@@ -47,3 +47,7 @@ class Source(Protocol):
     def manifest_extra(self) -> dict[str, Any]:
         """Extra manifest entries (source files' checksums, options such as a resampling rate)."""
         ...
+
+
+#: A source may also define ``attribute_schema: dict[str, polars.DataType]``, the types of its own
+#: ``recordings`` columns; :func:`clinseq.io.convert` hands it to the store writer (optional).

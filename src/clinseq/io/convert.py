@@ -63,7 +63,13 @@ def convert(
     keys = [item.key for item in items]
     if len(set(keys)) != len(keys):
         raise SourceError(source.root, "the index lists some items twice (duplicate keys)")
-    writer = StoreWriter(out, dataset=source.dataset, source=source.root, part_max_bytes=part_max_bytes)
+    writer = StoreWriter(
+        out,
+        dataset=source.dataset,
+        source=source.root,
+        part_max_bytes=part_max_bytes,
+        attribute_schema=getattr(source, "attribute_schema", None),
+    )
     done = writer.done_keys
     todo = [item for item in items if item.key not in done]
     bar = tqdm(

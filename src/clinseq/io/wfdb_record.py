@@ -9,6 +9,8 @@ convention), so keeping them is lossless.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -45,17 +47,8 @@ def normalize_unit(unit: str | None) -> str:
     return _UNIT_ALIASES.get(unit.strip().lower(), unit.strip())
 
 
-def read_header(record_path: Path) -> wfdb.Record:
-    """Parse ``<record_path>.hea``; raise :class:`SourceError` naming the header when it is bad."""
-    hea = record_path.with_suffix(".hea")
-    if not hea.exists():
-        raise SourceError(hea, "header file is missing")
-    try:
-        header = wfdb.rdheader(str(record_path))
-    except Exception as exc:
-        raise SourceError(hea, f"unreadable WFDB header: {exc}") from exc
-    if isinstance(header, wfdb.MultiRecord):
-        raise SourceError(hea, "multi-segment WFDB records are not supported; convert each segment")
+def _validate_header(hea: Path, header) -> None:
+    """The checks every header must pass (on wfdb's parse or on :func:`quick_header`'s)."""
     if not header.n_sig:
         raise SourceError(hea, "header lists no signals")
     if header.sig_len is None or header.sig_len <= 0:
@@ -66,7 +59,83 @@ def read_header(record_path: Path) -> wfdb.Record:
         raise SourceError(hea, f"header says {header.n_sig} signals but describes {len(header.sig_name)}")
     if any((spf or 1) != 1 for spf in (header.samps_per_frame or [])):
         raise SourceError(hea, "multi-frequency record (samples per frame != 1) is not supported")
+
+
+def read_header(record_path: Path) -> wfdb.Record:
+    """Parse ``<record_path>.hea`` with wfdb; raise :class:`SourceError` naming the header when it is bad."""
+    hea = record_path.with_suffix(".hea")
+    if not hea.exists():
+        raise SourceError(hea, "header file is missing")
+    try:
+        header = wfdb.rdheader(str(record_path))
+    except Exception as exc:
+        raise SourceError(hea, f"unreadable WFDB header: {exc}") from exc
+    if isinstance(header, wfdb.MultiRecord):
+        raise SourceError(hea, "multi-segment WFDB records are not supported; convert each segment")
+    _validate_header(hea, header)
     return header
+
+
+# The fields of a header that the size checks need (WFDB header(5) syntax). Anything these do not match
+# goes to wfdb's own parser, which then gives the error message.
+_RECORD_LINE = re.compile(
+    r"^(?P<name>[^\s/]+)(?P<segments>/\d+)?\s+(?P<n_sig>\d+)"
+    r"(?:\s+(?P<fs>[0-9.eE+-]+)(?:/[0-9.eE+-]+(?:\([0-9.eE+-]+\))?)?(?:\s+(?P<sig_len>\d+))?)?(?:\s|$)"
+)
+_SIGNAL_LINE = re.compile(
+    r"^(?P<file>\S+)\s+(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::\d+)?(?:\+(?P<offset>\d+))?(?:\s+(?P<rest>.*))?$"
+)
+
+
+@dataclass
+class QuickHeader:
+    """The few header fields the file-size checks need, parsed without wfdb (see :func:`quick_header`)."""
+
+    n_sig: int
+    fs: float | None
+    sig_len: int | None
+    file_name: list[str]
+    fmt: list[str]
+    byte_offset: list[int]
+    samps_per_frame: list[int]
+    sig_name: list[str]
+
+
+def quick_header(hea: Path) -> QuickHeader | None:
+    """Parse a single-segment header's record and signal lines, or None when it is anything else.
+
+    wfdb's header parser costs ~30 ms (a pandas lookup per field), and reading a record with
+    ``wfdb.rdrecord`` parses the header again: checking the files first with this parse halves the
+    time a conversion spends per record. wfdb's parse stays the authority (compared after reading).
+    """
+    try:
+        lines = [line.strip() for line in hea.read_text(errors="replace").splitlines()]
+    except OSError:
+        return None
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        return None
+    record = _RECORD_LINE.match(lines[0])
+    if record is None or record["segments"]:
+        return None
+    n_sig = int(record["n_sig"])
+    signals = [_SIGNAL_LINE.match(line) for line in lines[1 : 1 + n_sig]]
+    if len(signals) != n_sig or any(m is None for m in signals):
+        return None
+    try:
+        fs = float(record["fs"]) if record["fs"] else None
+    except ValueError:
+        return None
+    return QuickHeader(
+        n_sig=n_sig,
+        fs=fs,
+        sig_len=int(record["sig_len"]) if record["sig_len"] else None,
+        file_name=[m["file"] for m in signals],
+        fmt=[m["fmt"] for m in signals],
+        byte_offset=[int(m["offset"] or 0) for m in signals],
+        samps_per_frame=[int(m["spf"] or 1) for m in signals],
+        sig_name=[m["file"] for m in signals],  # only counted here; names come from wfdb
+    )
 
 
 def check_signal_files(record_path: Path, header: wfdb.Record) -> None:
@@ -100,13 +169,24 @@ def check_signal_files(record_path: Path, header: wfdb.Record) -> None:
 
 def read_adc(record_path: Path) -> tuple[wfdb.Record, np.ndarray]:
     """Header and samples ``(n_channels, n_samples)`` as int16 (or int32 for wider formats)."""
-    header = read_header(record_path)
+    hea = record_path.with_suffix(".hea")
+    if not hea.exists():
+        raise SourceError(hea, "header file is missing")
+    header = quick_header(hea)
+    if header is None:
+        header = read_header(record_path)  # wfdb's parse: raises with its own message, or accepts
+    else:
+        _validate_header(hea, header)
     check_signal_files(record_path, header)
     wide = any(int(f) not in _INT16_FORMATS for f in header.fmt)
     try:
         record = wfdb.rdrecord(str(record_path), physical=False, return_res=32 if wide else 16)
     except Exception as exc:
         raise SourceError(record_path.with_suffix(".dat"), f"unreadable signal data: {exc}") from exc
+    _validate_header(hea, record)
+    seen = (record.n_sig, record.sig_len, list(record.file_name), [str(f) for f in record.fmt])
+    if seen != (header.n_sig, header.sig_len, list(header.file_name), [str(f) for f in header.fmt]):
+        raise SourceError(hea, f"wfdb reads this header differently from clinseq's check: {seen}")
     d_signal = record.d_signal
     if d_signal is None or d_signal.shape != (header.sig_len, header.n_sig):
         shape = None if d_signal is None else d_signal.shape

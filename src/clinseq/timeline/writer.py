@@ -81,6 +81,8 @@ class StoreWriter:
         source: the source folder the data came from (recorded in the manifest).
         part_max_bytes: a signal part is committed once it holds at least this many sample bytes.
         resume: adopt an earlier run's temporary folder (``<path>.tmp-*``) when there is one.
+        attribute_schema: dtypes of dataset-specific ``recordings`` columns, so that a column whose
+            values are all empty lists or None still gets its real type (e.g. ``list<struct>``).
 
     Other writers (events) may put files into :attr:`tmp_path` before :meth:`finish`.
     """
@@ -93,6 +95,7 @@ class StoreWriter:
         source: str | os.PathLike[str] | None = None,
         part_max_bytes: int = DEFAULT_PART_MAX_BYTES,
         resume: bool = True,
+        attribute_schema: dict[str, pl.DataType] | None = None,
     ) -> None:
         self.path = Path(path)
         if self.path.exists():
@@ -105,6 +108,7 @@ class StoreWriter:
         self.dataset = dataset
         self.source = str(source) if source is not None else None
         self.part_max_bytes = int(part_max_bytes)
+        self.attribute_schema = dict(attribute_schema or {})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_path = self.path.parent / f"{self.path.name}.tmp-{os.getpid()}"
         self.resumed_from: str | None = None
@@ -203,7 +207,7 @@ class StoreWriter:
         n_rows = 0
         if self._open_part is not None:
             n_rows = self._open_part.close()
-            meta = _meta_frame(self._open_part.meta)
+            meta = _meta_frame(self._open_part.meta, self.attribute_schema)
             meta.write_parquet(stem.with_suffix(".recordings.parquet"))
             self._committed_meta.append(meta)
             self._open_part = None
@@ -221,7 +225,7 @@ class StoreWriter:
         """Metadata of every recording written so far (committed and pending)."""
         frames = list(self._committed_meta)
         if self._open_part is not None and self._open_part.meta:
-            frames.append(_meta_frame(self._open_part.meta))
+            frames.append(_meta_frame(self._open_part.meta, self.attribute_schema))
         if not frames:
             return empty_recordings()
         return pl.concat(frames, how="diagonal_relaxed")
@@ -341,9 +345,13 @@ def _meta_row(recording: Recording, *, part: int, row: int) -> dict[str, Any]:
     }
 
 
-def _meta_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+def _meta_frame(
+    rows: list[dict[str, Any]], attribute_schema: dict[str, pl.DataType] | None = None
+) -> pl.DataFrame:
     frame = pl.DataFrame(rows, infer_schema_length=None)
-    # The fixed columns get their exact types (polars would infer e.g. a naive datetime[μs]).
+    # The fixed columns get their exact types (polars would infer e.g. a naive datetime[μs]), and so do
+    # the source's declared ones (all-empty lists would otherwise be list<null>).
+    types = {**(attribute_schema or {}), **RECORDING_COLUMNS}
     return frame.with_columns(
-        [pl.col(name).cast(dtype) for name, dtype in RECORDING_COLUMNS.items() if name in frame.columns]
+        [pl.col(name).cast(dtype) for name, dtype in types.items() if name in frame.columns]
     ).select(list(RECORDING_COLUMNS) + [c for c in frame.columns if c not in RECORDING_COLUMNS])
