@@ -1,0 +1,375 @@
+"""Window datasets over a timeline store: items keyed by ``(recording_id, start)``, batched reads.
+
+A batch sampler (:mod:`clinseq.data.samplers`) yields lists of :class:`WindowKey`; a ``DataLoader`` hands
+each whole list to :meth:`WindowDataset.__getitems__`, which reads every window into one preallocated
+``(B, C, T)`` array, converts ADC → physical units in one vectorised step and applies the batch
+transform (views are vectorised over the batch). :func:`collate_windows` then only passes the batch on
+(or stacks single items when the dataset is indexed one key at a time)::
+
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_windows, num_workers=2)
+
+Randomness (crops of ``start == RANDOM_START`` keys, transforms) is seeded from ``(dataset seed, the
+batch's keys)``, so it is the same whatever ``num_workers`` is and differs between batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from clinseq.data.views import View
+from clinseq.utils import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from clinseq.timeline import TimelineStore
+
+#: ``WindowKey.start`` value asking the dataset to pick the window's start itself (uniformly, seeded).
+RANDOM_START = -1
+
+#: A batch transform: ``(x (B, C, T) float tensor, generator) -> tensor`` (see :mod:`clinseq.data.views`).
+Transform = Callable[..., torch.Tensor]
+
+
+class WindowKey(NamedTuple):
+    """One dataset item: a window of ``recording_id`` starting at sample ``start``.
+
+    ``start`` is in samples at the recording's ``sampling_rate_hz``; :data:`RANDOM_START` (-1) lets the
+    dataset choose a uniformly random start (seeded). Hashable and cheap to pickle to workers.
+    """
+
+    recording_id: int
+    start: int = RANDOM_START
+
+
+def _seed_of(seed: int, keys: np.ndarray) -> int:
+    """A 63-bit seed from the dataset seed and the (B, 2) keys: same batch → same randomness, any worker."""
+    digest = hashlib.blake2b(
+        np.ascontiguousarray(keys, dtype=np.int64).tobytes(), digest_size=8, key=b"clinseq"
+    )
+    return (int.from_bytes(digest.digest(), "little") ^ (seed * 0x9E3779B97F4A7C15)) & (2**63 - 1)
+
+
+class WindowDataset(Dataset):
+    """Fixed-length signal windows of a :class:`~clinseq.timeline.TimelineStore`.
+
+    Args:
+        store: the store; its recordings must share one ``sampling_rate_hz`` (windows are stacked).
+        window_s: window length in seconds; ``window_n_samples = round(window_s · sampling_rate_hz)``.
+        channels: channel names (looked up in each recording's ``channel_names``, exactly or else
+            ignoring case, so ``"aVR"`` finds PTB-XL's ``"AVR"``) or indices to keep, in that order;
+            all channels when None (then every recording must have the same count).
+        units: ``"physical"`` → ``x`` float32 in the recording's units (ECG mV, EEG µV);
+            ``"adc"`` → ``x`` in the stored integer dtype plus ``gain`` and ``baseline`` (B, C) so that
+            :func:`adc_to_physical` converts on the GPU (half the bytes of float32 over PCIe).
+        transform: applied to the batch ``x`` (B, C, T) as ``transform(x, generator=g)`` (physical
+            units only); single items are transformed as a batch of one.
+        seed: seeds random starts and transforms together with each batch's keys.
+        recording_ids: restrict the dataset to these recordings (e.g. one split's); default all.
+
+    Items: ``{"x": (C, T), "patient_id": int, "recording_id": int, "start": int}``; batches hold the
+    same keys with ``x`` (B, C, T) and int64 (B,) tensors, in the order of the sampler's keys (so the
+    sampler's ``batch_shape`` applies). A transform may change ``x``'s shape, e.g.
+    :class:`~clinseq.data.views.MultiView` makes it (B, n_views, C, T).
+
+    Indexing: by :class:`WindowKey` (what the samplers yield; ``DataLoader`` passes a whole batch to
+    :meth:`__getitems__`, read in one go), by ``(recording_id, start)`` tuples, or by an int position
+    (that recording with a random start, for torch's plain samplers; ``len(dataset)`` = recordings).
+    """
+
+    def __init__(
+        self,
+        store: TimelineStore,
+        window_s: float,
+        channels: Sequence[str] | Sequence[int] | None = None,
+        units: Literal["physical", "adc"] = "physical",
+        transform: Transform | None = None,
+        *,
+        seed: int = 0,
+        recording_ids: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        if units not in ("physical", "adc"):
+            raise ConfigError(f"units must be 'physical' or 'adc', got {units!r}")
+        if transform is not None and units != "physical":
+            raise ConfigError(
+                "transform needs units='physical' (views work on physical signals), got units='adc'; "
+                "apply the views after adc_to_physical() instead"
+            )
+        if not (window_s > 0):
+            raise ConfigError(f"window_s must be > 0 seconds, got {window_s}")
+        rec = store.recordings
+        if recording_ids is not None:
+            rec = rec.filter(pl.col("recording_id").is_in(np.asarray(recording_ids, np.int64).tolist()))
+        if rec.height == 0:
+            raise ConfigError(
+                f"{store.path}: no recordings to read windows from (store has {store.recordings.height}, "
+                "after the recording_ids filter 0); convert a waveform source or pass other recording_ids"
+            )
+        rates = rec["sampling_rate_hz"].unique().to_list()
+        if len(rates) != 1:
+            raise ConfigError(
+                f"recordings must share one sampling_rate_hz to stack windows, got {sorted(rates)}; "
+                "pass recording_ids of one rate (filter store.recordings) or resample at conversion"
+            )
+        self.store = store
+        self.sampling_rate_hz = float(rates[0])
+        self.window_s = float(window_s)
+        self.window_n_samples = int(round(window_s * self.sampling_rate_hz))
+        if self.window_n_samples < 1:
+            raise ConfigError(f"window_s={window_s} is under one sample at {self.sampling_rate_hz} Hz")
+        self.units = units
+        self.transform = transform
+        self.seed = int(seed)
+
+        self._recording_ids = rec["recording_id"].to_numpy().astype(np.int64)
+        self._patient_ids = rec["patient_id"].to_numpy().astype(np.int64)
+        self._n_samples = rec["n_samples"].to_numpy().astype(np.int64)
+        self._channel_index, n_channels = self._resolve_channels(rec, channels)
+        self.n_channels = n_channels
+        gains = [
+            np.asarray(g, np.float32)[ix]
+            for g, ix in zip(rec["gain"].to_list(), self._channel_index, strict=True)
+        ]
+        bases = [
+            np.asarray(b, np.float32)[ix]
+            for b, ix in zip(rec["baseline"].to_list(), self._channel_index, strict=True)
+        ]
+        self._gain = np.stack(gains)  # (n_recordings, C)
+        self._inv_gain = (1.0 / self._gain).astype(np.float32)
+        self._baseline = np.stack(bases)
+        order = np.argsort(self._recording_ids, kind="stable")
+        self._sorted_ids, self._sorted_rows = self._recording_ids[order], order
+        self._recordings = rec
+        # Recordings with an ADC "missing sample" sentinel go through the store's own (masking) read.
+        self._has_invalid = np.zeros(rec.height, bool)
+        if "adc_invalid" in rec.columns:
+            self._has_invalid = np.array(
+                [bool(v) and any(s is not None for s in v) for v in rec["adc_invalid"].to_list()], bool
+            )
+        dtypes = rec["sample_dtype"].unique().to_list() if "sample_dtype" in rec.columns else ["float32"]
+        self._adc_dtype = np.dtype(dtypes[0]) if len(dtypes) == 1 else np.dtype(np.float32)
+        # Channel-index arguments for read_window: None (all, a pure view) when nothing is selected.
+        self._all_channels = channels is None
+
+    @staticmethod
+    def _resolve_channels(
+        rec: pl.DataFrame, channels: Sequence[str] | Sequence[int] | None
+    ) -> tuple[list[np.ndarray], int]:
+        n_ch = rec["n_channels"].to_numpy()
+        if channels is None:
+            counts = np.unique(n_ch)
+            if len(counts) != 1:
+                raise ConfigError(
+                    f"recordings have different channel counts {counts.tolist()}, so windows cannot be "
+                    "stacked; pass channels=[names] present in all of them"
+                )
+            return [np.arange(int(c)) for c in n_ch], int(counts[0])
+        channels = list(channels)
+        if not channels:
+            raise ConfigError("channels is empty; pass None for all channels or a list of names/indices")
+        out = []
+        if all(isinstance(c, str) for c in channels):
+            for rid, names in zip(rec["recording_id"].to_list(), rec["channel_names"].to_list(), strict=True):
+                # Exact names first, then case-insensitive ("aVR" finds PTB-XL's "AVR").
+                lookup = {n.casefold(): i for i, n in enumerate(names)}
+                lookup.update({n: i for i, n in enumerate(names)})
+                lookup.update(
+                    {c: lookup[c.casefold()] for c in channels if c not in lookup and c.casefold() in lookup}
+                )
+                missing = [c for c in channels if c not in lookup]
+                if missing:
+                    raise ConfigError(
+                        f"recording {rid} has no channel(s) {missing}; it has {names}: choose channels "
+                        "present in every recording or filter the recordings first"
+                    )
+                out.append(np.array([lookup[c] for c in channels]))
+        elif all(isinstance(c, (int, np.integer)) for c in channels):
+            for rid, c_max in zip(rec["recording_id"].to_list(), n_ch, strict=True):
+                if min(channels) < 0 or max(channels) >= c_max:
+                    raise ConfigError(
+                        f"channel indices {channels} out of range for recording {rid} with {c_max} "
+                        f"channels: use indices in 0..{c_max - 1}"
+                    )
+                out.append(np.array(channels))
+        else:
+            raise ConfigError(f"channels must be all names or all indices, got {channels}")
+        return out, len(channels)
+
+    # -- map-style access ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Number of recordings (one item per recording when indexed by position, start random)."""
+        return len(self._recording_ids)
+
+    @property
+    def recording_ids(self) -> np.ndarray:
+        """int64 ids of the dataset's recordings (after the ``recording_ids`` filter)."""
+        return self._recording_ids
+
+    @property
+    def recordings(self) -> pl.DataFrame:
+        """The dataset's rows of ``store.recordings``: build samplers from this so that they only pick
+        recordings the dataset holds (e.g. ``PatientBatchSampler(dataset.recordings, ...)``)."""
+        return self._recordings
+
+    def key(self, index: int) -> WindowKey:
+        """The key of the ``index``-th recording with a random start (for plain ``Sampler``\\ s)."""
+        return WindowKey(int(self._recording_ids[index]), RANDOM_START)
+
+    def _as_key(self, item: WindowKey | tuple[int, int] | int) -> WindowKey:
+        if isinstance(item, (int, np.integer)):
+            return self.key(int(item))
+        return WindowKey(int(item[0]), int(item[1]))
+
+    def __getitem__(self, item: WindowKey | tuple[int, int] | int) -> dict[str, Any]:
+        batch = self.fetch([self._as_key(item)])
+        return {
+            "x": batch["x"][0],
+            **{k: int(v[0]) for k, v in batch.items() if k in ("patient_id", "recording_id", "start")},
+            **{k: v[0] for k, v in batch.items() if k in ("gain", "baseline")},
+        }
+
+    def __getitems__(self, keys: Sequence[WindowKey | tuple[int, int] | int]) -> dict[str, torch.Tensor]:
+        """The whole batch at once (called by ``DataLoader`` with a batch sampler)."""
+        return self.fetch(keys)
+
+    # -- batched read -------------------------------------------------------------------------------
+    def _key_array(self, keys: Sequence[WindowKey | tuple[int, int] | int]) -> np.ndarray:
+        """Keys as an int64 (B, 2) array of (recording_id, start); bare ints are recording positions."""
+        if len(keys) == 0:
+            raise ConfigError("cannot read an empty batch of keys; check the sampler's batch size")
+        if isinstance(keys[0], (int, np.integer)):
+            return np.asarray([self.key(int(k)) for k in keys], dtype=np.int64)
+        array = np.asarray(keys, dtype=np.int64)
+        if array.ndim != 2 or array.shape[1] < 2:
+            raise ConfigError(
+                f"keys must be WindowKey(recording_id, start) pairs, got an array of shape {array.shape}"
+            )
+        return array[:, :2]
+
+    def fetch(self, keys: Sequence[WindowKey | tuple[int, int] | int]) -> dict[str, torch.Tensor]:
+        """Read, convert and transform the windows of ``keys`` into one batch.
+
+        Returns ``x`` (B, C, T) and int64 (B,) ``patient_id``, ``recording_id``, ``start`` (the start
+        actually read, random ones resolved); with ``units="adc"`` also float32 ``gain``/``baseline``.
+        """
+        key_array = self._key_array(keys)
+        n, length = len(key_array), self.window_n_samples
+        rids, starts = key_array[:, 0], key_array[:, 1].copy()
+        pos = np.searchsorted(self._sorted_ids, rids).clip(max=len(self._sorted_ids) - 1)
+        unknown = self._sorted_ids[pos] != rids
+        if unknown.any():
+            raise StoreError(
+                f"recording_id(s) {rids[unknown][:10].tolist()} not in this dataset ({len(self)} "
+                "recordings): build the sampler from dataset.recordings"
+            )
+        rows = self._sorted_rows[pos]
+        room = self._n_samples[rows] - length
+        if (room < 0).any():
+            i = int(np.flatnonzero(room < 0)[0])
+            raise StoreError(
+                f"recording {rids[i]} has {self._n_samples[rows[i]]} samples, shorter than the window of "
+                f"{length} ({self.window_s} s): use a shorter window_s or give the sampler the window length "
+                "so that it leaves such recordings out"
+            )
+        random = starts == RANDOM_START
+        if random.any():
+            rng = np.random.default_rng(_seed_of(self.seed, key_array))
+            starts[random] = np.floor(rng.random(int(random.sum())) * (room[random] + 1)).astype(np.int64)
+        bad = (starts < 0) | (starts > room)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise StoreError(
+                f"window start {starts[i]} outside recording {rids[i]}: expected 0 <= start <= {room[i]} "
+                f"for a {length}-sample window of its {self._n_samples[rows[i]]} samples"
+            )
+
+        physical = self.units == "physical"
+        out_tensor = _batch_tensor((n, self.n_channels, length), np.float32 if physical else self._adc_dtype)
+        out = out_tensor.numpy()
+        masked = []
+        for i in range(n):
+            row = rows[i]
+            if physical and self._has_invalid[row]:
+                masked.append(i)
+                continue
+            ch = None if self._all_channels else self._channel_index[row]
+            out[i] = self.store.read_window(int(self._recording_ids[row]), int(starts[i]), length, ch, "adc")
+        if physical:
+            # One vectorised (adc - baseline) / gain over the whole batch.
+            out -= self._baseline[rows][:, :, None]
+            out *= self._inv_gain[rows][:, :, None]  # the store's own (x - baseline) · (1/gain), bit for bit
+            for i in masked:
+                row = rows[i]
+                ch = None if self._all_channels else self._channel_index[row]
+                out[i] = self.store.read_window(int(self._recording_ids[row]), int(starts[i]), length, ch)
+        batch: dict[str, torch.Tensor] = {
+            "x": out_tensor,
+            "patient_id": torch.from_numpy(self._patient_ids[rows]),
+            "recording_id": torch.from_numpy(self._recording_ids[rows]),
+            "start": torch.from_numpy(starts),
+        }
+        if not physical:
+            batch["gain"] = torch.from_numpy(self._gain[rows])
+            batch["baseline"] = torch.from_numpy(self._baseline[rows])
+        if self.transform is not None:
+            generator = torch.Generator().manual_seed(_seed_of(self.seed + 1, key_array))
+            if isinstance(self.transform, View):  # the batch is ours: let the views work in place
+                batch["x"] = self.transform.apply_(batch["x"], generator)
+            else:
+                batch["x"] = self.transform(batch["x"], generator=generator)
+        return batch
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: np.dtype | type) -> torch.Tensor:
+    """An empty tensor for a batch; in a ``DataLoader`` worker it lives in shared memory already, so
+    sending it to the main process does not copy it again (as torch's own default_collate does)."""
+    torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch_dtype)
+    proto = torch.empty(0, dtype=torch_dtype)
+    storage = proto._typed_storage()._new_shared(math.prod(shape), device=proto.device)
+    return proto.new(storage).view(shape)
+
+
+def collate_windows(
+    items: Sequence[Mapping[str, Any]] | Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Collate for :class:`WindowDataset`: stack single items, or pass on a batch already stacked.
+
+    ``x`` is stacked to (B, C, T); ``patient_id``, ``recording_id`` and ``start`` become int64 (B,)
+    tensors; ``gain``/``baseline`` (ADC units) are stacked to (B, C).
+    """
+    if isinstance(items, Mapping):  # __getitems__ already built the batch
+        return dict(items)
+    if len(items) == 0:
+        raise ConfigError("cannot collate an empty batch; check the sampler's batch size")
+    batch = {"x": torch.stack([torch.as_tensor(item["x"]) for item in items])}
+    for key in ("patient_id", "recording_id", "start"):
+        batch[key] = torch.tensor([int(item[key]) for item in items], dtype=torch.int64)
+    for key in ("gain", "baseline"):
+        if key in items[0]:
+            batch[key] = torch.stack([torch.as_tensor(item[key]) for item in items])
+    return batch
+
+
+def adc_to_physical(batch: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(x - baseline) · (1 / gain)`` for a batch read with ``units="adc"``, on the batch's device.
+
+    Returns ``x`` in physical units (ECG mV, EEG µV), shape (B, C, T); in float32 on CPU it is bit for bit
+    what ``units="physical"`` reads (the store's own formula). Use it after moving the int16 batch to the
+    GPU (half the bytes of float32). WFDB "missing sample" values are not masked here (they are with
+    ``units="physical"``).
+    """
+    if "gain" not in batch or "baseline" not in batch:
+        raise ConfigError(
+            f"batch has keys {sorted(batch)}, no gain/baseline: read it with WindowDataset(units='adc')"
+        )
+    x = batch["x"].to(dtype)
+    inv_gain = 1.0 / batch["gain"].to(dtype)
+    return (x - batch["baseline"].to(dtype)[..., None]) * inv_gain[..., None]
