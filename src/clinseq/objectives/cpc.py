@@ -1,0 +1,117 @@
+"""CPC: contrastive predictive coding — predict future frames from the causal context.
+
+van den Oord, Li & Vinyals 2018, "Representation learning with contrastive predictive coding" (arXiv
+1807.03748), eq. 4, in the ECG setup of Mehari & Strodthoff 2022 (Comput. Biol. Med. 141:105114). An
+encoder gives frames z_t = g(x) and a GRU/LSTM the context c_t = g_ar(z_≤t) (``clinseq.models.CPCEncoder``).
+For each step k = 1..K a linear predictor W_k (no bias, as f_k(x, c) = exp(zᵀ W_k c) in the paper) maps
+c_t to p_{t,k} = W_k c_t, scored against every frame of the batch by a raw dot product (no
+normalisation, τ = 1):
+
+    ℓ_{b,t,k} = log Σ_{b', t'} exp(p_{b,t,k}·z_{b',t'}/τ) − p_{b,t,k}·z_{b,t+k}/τ
+    L = mean of ℓ over all kept (b, t, k), i.e. t + k < T       (K = 12 by default)
+
+the positive being the true future frame z_{b,t+k} and the negatives every other (b', t') of the batch.
+Predictions whose target lies past the end are dropped, so step k has B·(T − k) terms and every kept
+prediction weighs the same. All K steps run in one launch of the fused kernel
+(:func:`clinseq.kernels.cpc_info_nce`): this is the long-sequence case, B·T queries per step against B·T
+keys, and the logits are never materialised.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from clinseq.kernels import cpc_ids, cpc_info_nce, grouped_info_nce
+from clinseq.objectives._common import check_embeddings, check_positive_int, retrieval_top1
+from clinseq.objectives.base import ContrastiveObjective, LossOutput
+from clinseq.utils import ConfigError
+
+__all__ = ["CPC"]
+
+
+class CPC(ContrastiveObjective):
+    """Holds the K predictors W_k; ``forward(z (B, T, Dz), c (B, T, Dc)) -> LossOutput``.
+
+    Args:
+        context_dim: Dc, the size of c_t (``CPCEncoder.embed_dim``).
+        z_dim: Dz, the size of z_t (``CPCEncoder.z_dim``).
+        n_steps: K, the number of future steps predicted (default 12).
+        temperature: τ (default 1.0: CPC's raw dot product).
+
+    The predictors are one ``nn.Linear(context_dim, n_steps * z_dim, bias=False)`` whose rows
+    [k·Dz, (k + 1)·Dz) are W_{k+1} (``predictor_weight(k)`` returns W_k, k = 1..K). Metrics: ``loss``,
+    ``loss_step{k}`` (mean loss of step k), ``top1`` (the true future frame is the best-scoring frame, on
+    a strided subsample of at most 2048 predictions; with ``track_accuracy``).
+    """
+
+    def __init__(
+        self, context_dim: int, z_dim: int, n_steps: int = 12, temperature: float = 1.0, **kwargs
+    ) -> None:
+        super().__init__(temperature, **kwargs)
+        self.context_dim = check_positive_int("context_dim", context_dim)
+        self.z_dim = check_positive_int("z_dim", z_dim)
+        self.n_steps = check_positive_int("n_steps", n_steps)
+        self.predictors = nn.Linear(context_dim, n_steps * z_dim, bias=False)
+
+    def predictor_weight(self, k: int) -> torch.Tensor:
+        """W_k (Dz, Dc) for step k ∈ [1, K] (a view of the shared weight)."""
+        if not 1 <= k <= self.n_steps:
+            raise ConfigError(f"step k must be in [1, {self.n_steps}], got {k}")
+        return self.predictors.weight[(k - 1) * self.z_dim : k * self.z_dim]
+
+    def predict(self, c: torch.Tensor) -> torch.Tensor:
+        """(K, B, T, Dz) predictions p_{t,k} = W_k c_t of every context frame."""
+        b, t, _ = c.shape
+        return self.predictors(c).reshape(b, t, self.n_steps, self.z_dim).permute(2, 0, 1, 3)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> LossOutput:
+        check_embeddings("CPC", "z", z, "(B, T, Dz)", 3)
+        check_embeddings("CPC", "c", c, "(B, T, Dc)", 3)
+        b, t, dz = z.shape
+        if dz != self.z_dim or c.shape[-1] != self.context_dim or c.shape[:2] != z.shape[:2]:
+            raise ConfigError(
+                f"CPC was built for z (B, T, {self.z_dim}) and c (B, T, {self.context_dim}) with the same B "
+                f"and T, got z {tuple(z.shape)} and c {tuple(c.shape)}"
+            )
+        if t < 2:
+            raise ConfigError(
+                f"CPC needs at least 2 frames per sequence (T >= 2) to predict a future, got T={t}"
+            )
+        p = self.predict(c).to(z.dtype)
+        if self._distributed:
+            # Negatives from every rank: keys of other ranks get ids offset by their block (cpc_ids numbers
+            # the local frames 0..B·T−1, and the local block comes first).
+            q_ids, k_ids = cpc_ids(self.n_steps, b, t, device=z.device)
+            keys, key_ids = self._gather_instances(z.reshape(b * t, dz), k_ids, b * t)
+            rows = grouped_info_nce(
+                p.reshape(-1, dz),
+                keys,
+                q_ids,
+                key_ids,
+                self.tau(),
+                exclude_self=False,
+                reduction="none",
+                backend=self.backend,
+            ).reshape(self.n_steps, b, t)
+        else:
+            rows = cpc_info_nce(p, z, self.tau(), reduction="none", backend=self.backend)
+        kept = [b * max(t - k, 0) for k in range(1, self.n_steps + 1)]  # predictions with a target
+        per_step = rows.sum(dim=(1, 2))
+        loss = per_step.sum() / sum(kept)
+        metrics: dict[str, torch.Tensor | float] = {"loss": loss.detach()}
+        for k, n in enumerate(kept, start=1):
+            if n:
+                metrics[f"loss_step{k}"] = per_step[k - 1].detach() / n
+        if self.track_accuracy:
+            q_ids, k_ids = cpc_ids(self.n_steps, b, t, device=z.device)
+            metrics["top1"] = retrieval_top1(
+                p.reshape(-1, dz), z.reshape(b * t, dz), q_ids, k_ids, exclude_self=False
+            )
+        return LossOutput(loss, metrics)
+
+    def extra_repr(self) -> str:
+        return (
+            f"context_dim={self.context_dim}, z_dim={self.z_dim}, n_steps={self.n_steps}, "
+            + super().extra_repr()
+        )
