@@ -46,6 +46,15 @@ def test_vocabulary_min_count_and_unknown(setup: Setup) -> None:
         CodeVocabulary.fit(index, train, min_count=0)
 
 
+def test_vocabulary_from_the_stores_code_counts(mimic_store: Path) -> None:
+    counts = pl.read_parquet(mimic_store / "events" / "metadata" / "codes.parquet")
+    vocab = CodeVocabulary.from_counts(counts, min_count=50)
+    frequent = counts.filter(pl.col("count") >= 50)
+    assert len(vocab) == frequent.height + 2 and set(vocab.codes) == set(frequent["code"])
+    assert vocab.counts == sorted(vocab.counts, reverse=True)  # index 2 is the most frequent code
+    assert vocab.encode([vocab.codes[0], counts.sort("count")["code"][0]]).tolist() == [2, UNK]
+
+
 def test_value_statistics_come_from_training_patients_only(setup: Setup) -> None:
     index, train, other = setup
     norm = ValueNormalizer.fit(index, train)
@@ -85,6 +94,26 @@ def test_windows_cover_every_event_once_and_match_the_contract(setup: Setup) -> 
     assert batch["window_end_us"][0] == events["time"].drop_nulls().cast(pl.Int64)[-1]
     assert vocab.decode(batch["codes"][0, :3].tolist()) == events["code"].head(3).to_list()
     assert NO_TIME < batch["window_start_us"].min()
+
+
+def test_window_values_are_the_training_z_scores(setup: Setup) -> None:
+    index, train, other = setup
+    vocab, norm = CodeVocabulary.fit(index, train, min_count=2), ValueNormalizer.fit(index, train)
+    pid = other[0]  # a held-out patient: codes and values seen through the training statistics
+    ds = EventSequenceDataset(index, [pid], vocab, norm, max_len=100_000)
+    item = ds[0]
+    events = index.patient_events(pid)
+    n = events.height
+    stats = {r["code"]: (r["mean"], r["std"]) for r in norm.stats.iter_rows(named=True)}
+    expected, known = np.zeros(n, np.float32), np.zeros(n, bool)
+    for i, (code, value) in enumerate(events.select("code", "numeric_value").iter_rows()):
+        if value is not None and code in stats and np.isfinite(value):
+            mean, std = stats[code]
+            expected[i], known[i] = np.clip((value - mean) / std, -10, 10), True
+    np.testing.assert_allclose(item["values"][:n], expected, rtol=1e-6)
+    assert item["value_mask"][:n].tolist() == known.tolist() and known.any() and not known.all()
+    assert item["codes"][:n].tolist() == vocab.encode(events["code"]).tolist()
+    assert UNK in item["codes"][:n].tolist()  # some codes of this patient are rare in training
 
 
 def test_random_crops_are_deterministic_under_a_seed(setup: Setup) -> None:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
@@ -129,14 +131,25 @@ class ValueNormalizer:
 
     def transform(self, codes: pl.Series, values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         """``(z float32, mask bool)`` for events with these codes and raw numeric values."""
-        frame = pl.DataFrame({"code": codes, "v": values.cast(pl.Float64)})
-        joined = frame.join(self.stats, on="code", how="left", maintain_order="left")
-        z = ((joined["v"] - joined["mean"]) / joined["std"]).clip(-self.clip_sigma, self.clip_sigma)
-        mask = z.is_not_null() & z.is_finite()
-        mask_np = mask.fill_null(False).to_numpy()
-        z_np = z.fill_null(0.0).fill_nan(0.0).to_numpy().astype(np.float32)
-        z_np[~mask_np] = 0.0
-        return z_np, mask_np
+        mean, std = self.lookup(codes)
+        return self.standardize(values.cast(pl.Float64).fill_null(np.nan).to_numpy(), mean, std)
+
+    def lookup(self, codes: pl.Series | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, std)`` float64 per code; NaN for codes without training values."""
+        series = codes if isinstance(codes, pl.Series) else pl.Series("code", list(codes), pl.String)
+        joined = (
+            series.rename("code").to_frame().join(self.stats, on="code", how="left", maintain_order="left")
+        )
+        return joined["mean"].fill_null(np.nan).to_numpy(), joined["std"].fill_null(np.nan).to_numpy()
+
+    def standardize(
+        self, values: np.ndarray, mean: np.ndarray, std: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(z float32, mask bool)`` from raw values (NaN = absent) and their codes' statistics."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.clip((values - mean) / std, -self.clip_sigma, self.clip_sigma)
+        mask = np.isfinite(z)
+        return np.where(mask, z, 0.0).astype(np.float32), mask
 
 
 class EventSequenceDataset(Dataset):
@@ -170,17 +183,24 @@ class EventSequenceDataset(Dataset):
             raise ValueError(f"stride must be >= 1 event, got {stride}")
         self.max_len, self.stride, self.random_crop = max_len, stride, random_crop
         self.seed, self.epoch = int(seed), 0
+        # Per store code (its code_index): vocabulary index and value statistics, looked up once; then
+        # each patient is numpy gathers over zero-copy Arrow slices of the index.
+        store_codes = index.codes
+        code_to_vocab = vocab.encode(store_codes)
+        mean, std = normalizer.lookup(store_codes)
         codes, times, values, masks, offsets, pids = [], [], [], [], [0], []
         for pid in patient_ids:
-            events = index.patient_events(int(pid), include_static=include_static)
-            if events.height == 0:
+            events = index.patient_arrow(int(pid), include_static=include_static)
+            if events.num_rows == 0:
                 continue
-            codes.append(vocab.encode(events["code"]))
-            times.append(events["time"].cast(pl.Int64).fill_null(NO_TIME).to_numpy())
-            z, m = normalizer.transform(events["code"], events["numeric_value"])
+            code_index = events.column("code_index").to_numpy()
+            codes.append(code_to_vocab[code_index])
+            times.append(pc.fill_null(events.column("time").cast(pa.int64()), NO_TIME).to_numpy())
+            raw = events.column("numeric_value").to_numpy().astype(np.float64)  # null → NaN
+            z, m = normalizer.standardize(raw, mean[code_index], std[code_index])
             values.append(z)
             masks.append(m)
-            offsets.append(offsets[-1] + events.height)
+            offsets.append(offsets[-1] + events.num_rows)
             pids.append(int(pid))
         empty_i = np.zeros(0, np.int64)
         self._codes = np.concatenate(codes) if codes else empty_i

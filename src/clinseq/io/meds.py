@@ -11,12 +11,14 @@ Standard", https://github.com/Medical-Event-Data-Standard/meds)::
     events/metadata/codes.parquet        code, description, parent_codes (+ count: events per code)
     events/metadata/subject_splits.parquet   subject_id, split (train / tuning / held_out)
 
-plus ``events.arrow`` and ``events_index.parquet`` for per-patient random access
-(:mod:`clinseq.timeline.events`).
+plus ``events.arrow``, ``events_codes.parquet`` and ``events_index.parquet`` for per-patient random
+access (:mod:`clinseq.timeline.events`).
 
 Public API: :func:`import_meds` (any MEDS dataset → store), :func:`export_meds` (store → MEDS dataset),
-:func:`attach_events` (add a MEDS dataset's events to an existing store, e.g. ECGs + EHR), and
-:func:`write_events` which the MIMIC-IV converter shares.
+:func:`attach_events` (add a MEDS dataset's events to an existing store, e.g. ECGs + EHR), and the
+two-pass event writer the MIMIC-IV converter shares: :class:`EventStager` (events in any order →
+batches sorted by shard, one pass, memory of one batch) then :func:`write_events` (each shard sorted
+once, in parallel, under a memory bound, into the MEDS files and the index).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +43,22 @@ from clinseq import __version__
 from clinseq.timeline.events import (
     EVENT_SCHEMA,
     EVENTS_ARROW,
+    EVENTS_CODES,
     EVENTS_DIR,
     EVENTS_INDEX,
+    LOCAL_CODE,
     EventIndexWriter,
-    sort_events,
+    canonical_sort,
     to_arrow_events,
 )
 from clinseq.timeline.writer import StoreWriter
-from clinseq.utils import SourceError, StoreError
+from clinseq.utils import ConfigError, SourceError, StoreError
 
 #: MEDS split names → the store's split names (patients.parquet).
 MEDS_TO_STORE_SPLIT = {"train": "train", "tuning": "val", "held_out": "test"}
-DEFAULT_SUBJECTS_PER_SHARD = 5_000
+#: Subjects per MEDS shard: ≈ 1 M events for MIMIC-IV (≈ 1,900 events per subject), so that a shard
+#: sorts in ≈ 200 MB.
+DEFAULT_SUBJECTS_PER_SHARD = 500
 MEDS_VERSION = "0.4"
 CODES_ARROW_SCHEMA = pa.schema(
     [
@@ -94,25 +102,107 @@ def assign_splits(subject_ids: np.ndarray, fractions: tuple[float, float] = (0.8
 def shard_breaks(subject_ids: np.ndarray, subjects_per_shard: int) -> list[int]:
     """First subject id of every shard after the first (subjects sorted; shards hold whole subjects)."""
     if subjects_per_shard < 1:
-        raise ValueError(f"subjects_per_shard must be >= 1, got {subjects_per_shard}")
+        raise ConfigError(
+            f"subjects_per_shard must be >= 1, got {subjects_per_shard}: pass e.g. "
+            f"subjects_per_shard={DEFAULT_SUBJECTS_PER_SHARD}"
+        )
     ids = np.unique(np.asarray(subject_ids, dtype=np.int64))
     return [int(x) for x in ids[subjects_per_shard::subjects_per_shard]]
 
 
-def shard_expr(breaks: list[int]) -> pl.Expr:
-    """Shard number of each event: how many shard breaks are <= its subject_id (a zero-padded string)."""
-    if not breaks:
-        return pl.lit("00000").alias("shard")
-    count = pl.sum_horizontal([(pl.col("subject_id") >= b).cast(pl.Int32) for b in breaks])
-    return count.cast(pl.String).str.zfill(5).alias("shard")
+#: Events per staged batch (a batch is sorted by shard on its own; memory ≈ 150 bytes per event).
+STAGE_BATCH_ROWS = 1 << 19
+_STAGE_SCHEMA = pa.schema(
+    [
+        pa.field("subject_id", pa.int64()),
+        pa.field("time", pa.timestamp("us")),
+        pa.field("code", pa.string_view()),
+        pa.field("numeric_value", pa.float32()),
+        # large_string, not a view: joining a shard's slices then copies the texts, so that no sorted
+        # shard refers to (and keeps resident) the mapped staging file.
+        pa.field("text_value", pa.large_string()),
+    ]
+)
 
 
-def sink_partitioned(events: pl.LazyFrame, folder: Path, breaks: list[int]) -> None:
-    """Stream ``events`` into ``folder/shard=NNNNN/*.parquet`` (bounded memory: polars' streaming sink)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    events.select(list(EVENT_SCHEMA)).sink_parquet(
-        pl.PartitionBy(folder, key=shard_expr(breaks), include_key=False), mkdir=True
-    )
+@dataclass
+class StagedEvents:
+    """Events staged for the shard sort: ``path`` is an Arrow IPC file of record batches, each sorted by
+    shard; batch b holds shard k's events in rows ``[offsets[b, k], offsets[b, k + 1])``."""
+
+    path: Path
+    offsets: np.ndarray
+
+    @property
+    def n_events(self) -> int:
+        return int(self.offsets[:, -1].sum()) if len(self.offsets) else 0
+
+    def rows(self, k: int) -> int:
+        """Events of shard ``k``."""
+        return int((self.offsets[:, k + 1] - self.offsets[:, k]).sum()) if len(self.offsets) else 0
+
+    @staticmethod
+    def load(path: Path) -> StagedEvents:
+        return StagedEvents(path, np.load(path.with_suffix(".offsets.npy")))
+
+
+class EventStager:
+    """Stages events for :func:`write_events` in one pass, whatever the number of shards.
+
+    Each :meth:`add` sorts its events by shard (one integer sort) and appends them as one record batch
+    to an IPC file, noting where each shard starts. The shard sort later reads its rows of every batch
+    as zero-copy slices. Unlike a file per shard and input (polars' partitioned sink), the cost does not
+    grow with the number of shards, and memory holds one batch.
+    """
+
+    def __init__(self, path: Path, breaks: list[int]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._breaks = np.asarray(breaks, dtype=np.int64)
+        self._sink = pa.OSFile(str(self.path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, _STAGE_SCHEMA)
+        self._offsets: list[np.ndarray] = []
+
+    def add(self, events: pl.DataFrame) -> None:
+        """Stage a frame with the :data:`EVENT_SCHEMA` columns."""
+        if events.height == 0:
+            return
+        events = events.select([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
+        shard = np.searchsorted(self._breaks, events["subject_id"].to_numpy(), side="right")
+        n = np.bincount(shard, minlength=len(self._breaks) + 1)
+        if np.count_nonzero(n) > 1:
+            # Shard numbers fit in 16 bits for any real dataset: numpy then radix-sorts them, O(n).
+            shard = shard.astype(np.uint16) if len(n) <= 1 << 16 else shard
+            events = events[pl.Series(np.argsort(shard, kind="stable"), dtype=pl.UInt32)]
+        self._offsets.append(np.concatenate([[0], np.cumsum(n)]))
+        table = events.to_arrow(compat_level=pl.CompatLevel.newest()).cast(_STAGE_SCHEMA).combine_chunks()
+        self._writer.write_batch(table.to_batches()[0])  # one batch per add: offsets[b] is batch b
+
+    def finish(self) -> StagedEvents:
+        """Close the file and write the offsets beside it (``*.offsets.npy``)."""
+        self._writer.close()
+        self._sink.close()
+        offsets = np.stack(self._offsets) if self._offsets else np.zeros((0, len(self._breaks) + 2), np.int64)
+        np.save(self.path.with_suffix(".offsets.npy"), offsets)
+        return StagedEvents(self.path, offsets)
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._sink.close()
+
+
+def stage_lazy(events: pl.LazyFrame, path: Path, breaks: list[int]) -> StagedEvents:
+    """Stream ``events`` (the :data:`EVENT_SCHEMA` columns) through an :class:`EventStager`."""
+    stager = EventStager(path, breaks)
+    try:
+        for batch in events.collect_batches(chunk_size=STAGE_BATCH_ROWS):
+            stager.add(batch)
+    except BaseException:
+        stager.abort()
+        raise
+    return stager.finish()
 
 
 @dataclass
@@ -123,87 +213,162 @@ class EventsSummary:
     n_subjects: int
     n_shards: int
     codes: pl.DataFrame
+    subject_ids: np.ndarray
+    reused_shards: int = 0
+
+
+#: Staged events the shard sorts may hold at once across workers (≈ 200 bytes each at a sort's peak):
+#: a shard that alone exceeds it runs by itself.
+DEFAULT_EVENTS_IN_FLIGHT = 2_000_000
+
+
+def _build_shard(
+    pieces: Callable[[], list[pa.RecordBatch]], out: Path, reuse: bool, n_staged: int
+) -> tuple[pl.DataFrame, pl.Series, bool]:
+    """Sort one shard's staged events, write its MEDS ``data/NNNNN.parquet`` (atomically) and return
+    ``(sorted events, their codes, reused)`` as :func:`canonical_sort` gives them. With ``reuse``, a
+    finished shard file whose row count equals the staged rows is read back instead (resume)."""
+    if reuse and out.exists() and pq.read_metadata(out).num_rows == n_staged:
+        shard = pl.read_parquet(out)
+        codes = shard["code"].unique().sort()
+        local = shard["code"].cast(pl.Enum(codes)).to_physical()
+        return shard.with_columns(local.alias(LOCAL_CODE)), codes, True
+    # Slices of the mapped staging, copied into one chunk (gathers are faster on one): nothing refers
+    # to the maps afterwards, so their pages leave this process's resident memory at once.
+    events = pl.from_arrow(pa.Table.from_batches(pieces(), _STAGE_SCHEMA).combine_chunks())
+    shard, codes = canonical_sort(events)
+    del events
+    unfinished = out.with_name(out.name + ".partial")
+    # pyarrow writes MEDS' exact types. Dictionary pages for codes only (text values rarely repeat),
+    # statistics where readers filter (subject_id, time), row groups of 256 k events.
+    pq.write_table(
+        to_arrow_events(shard),
+        unfinished,
+        row_group_size=256 * 1024,
+        use_dictionary=["code"],
+        write_statistics=["subject_id", "time"],
+    )
+    os.replace(unfinished, out)
+    return shard, codes, False
 
 
 def write_events(
-    staged: list[Path],
+    staged: list[StagedEvents],
     events_root: Path,
     *,
     n_shards: int,
-    splits: pl.DataFrame,
     dataset_meta: dict[str, Any],
     describe: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    workers: int | None = None,
+    reuse_shards: bool = False,
+    max_events_in_flight: int = DEFAULT_EVENTS_IN_FLIGHT,
     progress: bool = False,
 ) -> EventsSummary:
-    """Turn staged, shard-partitioned events into ``events/`` (MEDS) + ``events.arrow`` + index.
+    """Turn staged events into ``events/`` (MEDS) + ``events.arrow`` + index, one shard at a time.
+
+    Shards are sorted and written by ``workers`` threads (polars and pyarrow release the GIL) while this
+    thread appends them, in subject order, to ``events.arrow``. Each shard is sorted once, in the
+    canonical :data:`EVENT_SORT` order (:func:`canonical_sort`). Memory: a shard is started only while
+    the shards started and not yet appended hold at most ``max_events_in_flight`` events together (one
+    shard always runs, however large).
 
     Args:
-        staged: folders written by :func:`sink_partitioned` (``shard=NNNNN/*.parquet`` inside).
-        events_root: the store's temporary folder; ``events/``, ``events.arrow`` and
-            ``events_index.parquet`` are created inside it.
+        staged: what :class:`EventStager` (or :func:`stage_lazy`) staged.
+        events_root: the store's temporary folder; ``events/``, ``events.arrow``,
+            ``events_codes.parquet`` and ``events_index.parquet`` are created inside it.
         n_shards: number of shards planned (``len(breaks) + 1``).
-        splits: ``subject_id``, ``split`` (MEDS names) for ``subject_splits.parquet``.
         dataset_meta: the content of ``dataset.json``.
         describe: maps the code table (``code``, ``count``) to one with ``description`` and
             ``parent_codes`` (the source's dictionaries); None leaves both null.
+        workers: shard-sorting threads (default: the CPU count, at most 4).
+        reuse_shards: keep ``data/NNNNN.parquet`` files of an interrupted run whose row counts match
+            their staged rows (resume); only valid when the staged events did not change since.
+        max_events_in_flight: the memory bound above, in events (≈ 200 bytes each at a sort's peak).
+
+    ``metadata/subject_splits.parquet`` is written by :func:`write_subject_splits`.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     data_dir = events_root / EVENTS_DIR / "data"
     meta_dir = events_root / EVENTS_DIR / "metadata"
     data_dir.mkdir(parents=True, exist_ok=True)
     meta_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in data_dir.glob("*.partial"):
+        leftover.unlink()
+    if not reuse_shards:
+        for old in data_dir.glob("*.parquet"):
+            old.unlink()
+    staged = [s for s in staged if len(s.offsets)]
+
+    def pieces(k: int) -> list[pa.RecordBatch]:
+        """Shard k's rows of every staged batch: zero-copy slices of freshly mapped files (the maps
+        close with the slices, so the pages read do not stay in this process's resident memory)."""
+        out = []
+        for s in staged:
+            spans = [(b, int(s.offsets[b, k]), int(s.offsets[b, k + 1])) for b in range(len(s.offsets))]
+            spans = [span for span in spans if span[2] > span[1]]
+            if spans:
+                reader = pa.ipc.open_file(pa.memory_map(str(s.path)))
+                out += [reader.get_batch(b).slice(lo, hi - lo) for b, lo, hi in spans]
+        return out
+
+    shards = [(k, rows) for k in range(n_shards) if (rows := sum(s.rows(k) for s in staged))]
+    n_workers = max(1, min(4, os.cpu_count() or 1) if workers is None else int(workers))
+
     index = EventIndexWriter(events_root)
-    counts: list[pl.DataFrame] = []
-    n_subjects = 0
+    subjects: list[np.ndarray] = []
+    reused = 0
     try:
-        for k in tqdm(range(n_shards), desc="sorting shards", disable=not progress):
-            files = [
-                str(f) for folder in staged for f in sorted((folder / f"shard={k:05d}").glob("*.parquet"))
-            ]
-            if not files:
-                continue
-            shard = sort_events(
-                pl.scan_parquet(files, hive_partitioning=False)
-                .select([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
-                .collect()
-            )
-            if shard.height == 0:
-                continue
-            pq.write_table(to_arrow_events(shard), data_dir / f"{k:05d}.parquet")
-            index.add_shard(shard)
-            counts.append(shard.group_by("code").len("count"))
-            n_subjects += shard["subject_id"].n_unique()
-    except Exception:
+        with ThreadPoolExecutor(n_workers) as pool:
+            pending: deque = deque()  # (rows, future), in shard order
+            todo = deque(shards)
+            bar = tqdm(total=len(shards), desc="sorting shards", disable=not progress)
+            while todo or pending:
+                # Start shards in order while a worker is free (one queued ahead) and the memory bound
+                # allows: the shard appended below is still counted here, so it is included.
+                in_flight = sum(rows for rows, _ in pending)
+                while (
+                    todo
+                    and len(pending) <= n_workers
+                    and (not pending or in_flight + todo[0][1] <= max_events_in_flight)
+                ):
+                    k, rows = todo.popleft()
+                    out = data_dir / f"{k:05d}.parquet"
+                    pending.append(
+                        (rows, pool.submit(_build_shard, partial(pieces, k), out, reuse_shards, rows))
+                    )
+                    in_flight += rows
+                _, future = pending.popleft()
+                shard, codes, was_reused = future.result()
+                reused += int(was_reused)
+                index.add_shard(shard, codes)
+                subjects.append(shard["subject_id"].unique(maintain_order=True).to_numpy())
+                del shard, codes
+                bar.update()
+            bar.close()
+    except BaseException:
         index.abort()
         raise
     index.finish()
 
-    code_counts = (
-        pl.concat(counts).group_by("code").agg(pl.col("count").sum().cast(pl.Int64))
-        if counts
-        else pl.DataFrame(schema={"code": pl.String, "count": pl.Int64})
-    ).sort("code")
+    code_counts = index.code_counts.sort("code")
     if describe is not None:
-        codes = describe(code_counts)
+        described = describe(code_counts)
     else:
-        codes = code_counts.with_columns(
+        described = code_counts.with_columns(
             pl.lit(None, pl.String).alias("description"),
             pl.lit(None, pl.List(pl.String)).alias("parent_codes"),
         )
-    codes = codes.select(
+    described = described.select(
         pl.col("code"),
         pl.col("description").cast(pl.String),
         pl.col("parent_codes").cast(pl.List(pl.String)),
         pl.col("count").cast(pl.Int64),
     ).sort("code")
     # Written through pyarrow with MEDS' exact types (polars would write large_string / large_list).
-    pq.write_table(codes.to_arrow().cast(CODES_ARROW_SCHEMA), meta_dir / "codes.parquet")
-    split_table = splits.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.String))
-    pq.write_table(
-        split_table.sort("subject_id").to_arrow().cast(SPLITS_ARROW_SCHEMA),
-        meta_dir / "subject_splits.parquet",
-    )
+    pq.write_table(described.to_arrow().cast(CODES_ARROW_SCHEMA), meta_dir / "codes.parquet")
     meta = {
         "etl_name": "clinseq",
         "etl_version": __version__,
@@ -212,7 +377,20 @@ def write_events(
         **dataset_meta,
     }
     (meta_dir / "dataset.json").write_text(json.dumps(meta, indent=1))
-    return EventsSummary(index.n_events, n_subjects, n_shards, codes)
+    subject_ids = np.concatenate(subjects) if subjects else np.zeros(0, np.int64)
+    return EventsSummary(
+        index.n_events, len(subject_ids), len(shards), described, subject_ids, reused_shards=reused
+    )
+
+
+def write_subject_splits(events_root: Path, splits: pl.DataFrame) -> Path:
+    """``events/metadata/subject_splits.parquet`` from ``subject_id``, ``split`` (MEDS split names)."""
+    path = events_root / EVENTS_DIR / "metadata" / "subject_splits.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = splits.select(pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.String))
+    table = table.filter(pl.col("split").is_not_null()).sort("subject_id")
+    pq.write_table(table.to_arrow().cast(SPLITS_ARROW_SCHEMA), path)
+    return path
 
 
 def store_patients(splits: pl.DataFrame, statics: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -274,6 +452,7 @@ def import_meds(
     *,
     progress: bool = True,
     subjects_per_shard: int = DEFAULT_SUBJECTS_PER_SHARD,
+    workers: int | None = None,
 ) -> Path:
     """Convert any MEDS dataset (v0.3/v0.4 layout) into a new events-only timeline store at ``out``.
 
@@ -281,6 +460,13 @@ def import_meds(
     come from ``metadata/subject_splits.parquet`` (subjects it does not list get a null split) and
     code descriptions from ``metadata/codes.parquet``; both are optional. Events are re-sorted and
     re-sharded by subject ranges, so the result does not depend on the source's sharding.
+
+    Args:
+        src: the MEDS root (``data/**/*.parquet``, optional ``metadata/``).
+        out: the store folder to create (must not exist); written atomically.
+        progress: show a tqdm bar over shards.
+        subjects_per_shard: subjects per ``events/data`` shard.
+        workers: shard-sorting threads (default: the CPU count, at most 4).
 
     Raises:
         SourceError: naming the file and problem (no data files, missing column, non-integer subject_id,
@@ -340,11 +526,7 @@ def import_meds(
     writer = StoreWriter(out, dataset=source_meta.get("dataset_name") or "meds", source=src, resume=False)
     try:
         staging = writer.tmp_path / "_staging"
-        staged = []
-        for i, lf in enumerate(frames):
-            folder = staging / f"file{i:05d}"
-            sink_partitioned(lf, folder, breaks)
-            staged.append(folder)
+        staged = [stage_lazy(lf, staging / f"file{i:05d}.arrow", breaks) for i, lf in enumerate(frames)]
         dataset_meta = {
             k: source_meta[k] for k in ("dataset_name", "dataset_version") if source_meta.get(k) is not None
         }
@@ -353,11 +535,12 @@ def import_meds(
             staged,
             writer.tmp_path,
             n_shards=len(breaks) + 1,
-            splits=all_splits.filter(pl.col("split").is_not_null()),
             dataset_meta=dataset_meta,
             describe=describe,
+            workers=workers,
             progress=progress,
         )
+        write_subject_splits(writer.tmp_path, all_splits)
         shutil.rmtree(staging)
         return writer.finish(
             store_patients(all_splits),
@@ -410,6 +593,7 @@ def attach_events(
     *,
     subjects_per_shard: int = DEFAULT_SUBJECTS_PER_SHARD,
     progress: bool = False,
+    workers: int | None = None,
 ) -> Path:
     """Add a MEDS dataset's events to an existing store (e.g. MIMIC-IV-ECG recordings + MIMIC-IV EHR).
 
@@ -417,7 +601,7 @@ def attach_events(
     written into ``<store>/.attach-tmp-<pid>/`` first; then ``events/`` and ``events.arrow`` are renamed
     into the store and ``events_index.parquet`` last, because the store counts as holding events only
     when that file exists: a crash at any point leaves the store as it was (plus a temporary folder).
-    The manifest gains an ``events`` entry (atomic replace).
+    The manifest gains an ``events`` entry (atomic replace). ``workers`` as for :func:`import_meds`.
     """
     store_path, meds_root = Path(store_path), Path(meds_root)
     manifest_path = store_path / "manifest.json"
@@ -442,19 +626,18 @@ def attach_events(
     tmp = store_path / f".attach-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        staged = []
-        for i, lf in enumerate(frames):
-            folder = tmp / "_staging" / f"file{i:05d}"
-            sink_partitioned(lf, folder, breaks)
-            staged.append(folder)
+        staged = [
+            stage_lazy(lf, tmp / "_staging" / f"file{i:05d}.arrow", breaks) for i, lf in enumerate(frames)
+        ]
         summary = write_events(
             staged,
             tmp,
             n_shards=len(breaks) + 1,
-            splits=store_splits,
             dataset_meta={k: source_meta[k] for k in ("dataset_name", "dataset_version") if k in source_meta},
+            workers=workers,
             progress=progress,
         )
+        write_subject_splits(tmp, store_splits)
         manifest = json.loads(manifest_path.read_text())
         manifest["events"] = {
             "source_format": "meds",
@@ -467,6 +650,7 @@ def attach_events(
         new_manifest.write_text(json.dumps(manifest, indent=1, default=str))
         os.replace(tmp / EVENTS_DIR, store_path / EVENTS_DIR)
         os.replace(tmp / EVENTS_ARROW, store_path / EVENTS_ARROW)
+        os.replace(tmp / EVENTS_CODES, store_path / EVENTS_CODES)
         os.replace(tmp / EVENTS_INDEX, store_path / EVENTS_INDEX)  # last: marks the events as present
         os.replace(new_manifest, manifest_path)
     finally:
