@@ -1,50 +1,32 @@
-"""What every benchmark records beside its figures: machine, versions, command."""
+"""What every benchmark records beside its figures: machine, versions, command — for scripts that write
+their own results (``bench_ehr.py``). The suites themselves live in ``src/clinseq/bench/``; this module
+delegates to :mod:`clinseq.bench.report`, so every result file has the same environment record and goes
+to the same place (``$CLINSEQ_BENCH_RESULTS``, else ``benchmarks/results/``; ``quick/`` below it when
+``clinseq bench --quick`` runs the script).
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from clinseq.bench.report import environment, missing_units, print_table, results_dir
+from clinseq.bench.report import write_results as _write_results
 
+__all__ = ["RESULTS", "environment", "print_table", "write_results"]
 
-def environment() -> dict:
-    import numpy
-    import torch
-
-    info = {
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "command": " ".join([Path(sys.argv[0]).name if sys.argv[0].endswith(".py") else sys.argv[0],
-                             *sys.argv[1:]]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    for module in ("pyarrow", "wfdb", "mne", "polars", "triton"):
-        try:
-            info[module] = __import__(module).__version__
-        except ImportError:
-            pass
-    return info
+RESULTS = results_dir()
 
 
 def write_results(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"environment": environment(), **payload}, indent=1, default=str))
-    return path
+    """Write ``{"environment": ..., **payload}`` to ``<results>/<name>.json``.
 
-
-def print_table(rows: list[dict], columns: list[str]) -> None:
-    widths = {c: max(len(c), *(len(f"{r.get(c, '')}") for r in rows)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
-    for r in rows:
-        print("  ".join(f"{r.get(c, '')}".ljust(widths[c]) for c in columns))
+    Figures without a unit in ``payload["units"]`` are listed on stderr (the suites of
+    :mod:`clinseq.bench` refuse them; a script keeps its own payload as its owner wrote it).
+    """
+    missing = missing_units(payload, payload.get("units") or {})
+    if missing:
+        print(f"note: {name}: figures without a unit: {', '.join(missing[:12])}", file=sys.stderr)
+    quick = os.environ.get("CLINSEQ_BENCH_QUICK") == "1"
+    return _write_results(name, payload, quick=quick, require_units=False)

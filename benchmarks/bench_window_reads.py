@@ -1,201 +1,39 @@
 """Random window reads: clinseq's store against the publishers' readers on the same windows, one core.
 
+The suite is :mod:`clinseq.bench.reads` (also ``clinseq bench reads``); this script is its command line.
 ECG: random 12-lead 1,000-sample windows of the real PTB-XL 500 Hz records, store vs
-``wfdb.rdrecord(sampfrom, sampto)`` (physical mV). EEG: random 21-channel 1,000-sample windows of the
-real EEGMAT EDF files, store vs mne ``raw.get_data(start, stop)`` — with each file opened once
-(``preload=False``, mne's fastest random access) and opened per window (like ``wfdb.rdrecord``),
-physical µV. Every reference window is checked against the store's. The process is pinned to one CPU
-and numeric libraries to one thread. Run from the project root::
+``wfdb.rdrecord(sampfrom, sampto)``; EEG: random 21-channel windows of the real EEGMAT EDF files, store vs
+mne. Run from the project root::
 
     python benchmarks/bench_window_reads.py [--windows 20000] [--wfdb-windows 1000] [--mne-windows 1000]
+
+Writes ``benchmarks/results/window_reads.json`` (``results/quick/`` with ``--quick``) and a PNG.
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 
-# One thread for every numeric library: must be set before numpy (and its BLAS) is imported.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_var] = "1"
-
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import mne  # noqa: E402
-import numpy as np  # noqa: E402
-import wfdb  # noqa: E402
-
-from _common import print_table, write_results  # noqa: E402
-from clinseq.io import EEGSource, PTBXLSource, convert  # noqa: E402
-from clinseq.timeline import TimelineStore  # noqa: E402
-from clinseq.utils import data_root  # noqa: E402
-
-WINDOW = 1000
-
-
-def pin_to_one_cpu() -> list[int]:
-    """Pin this process to the first CPU it may use (Linux); returns the affinity set."""
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-        return sorted(os.sched_getaffinity(0))
-    return []
-
-
-def random_windows(store: TimelineStore, n: int, rng: np.random.Generator):
-    rec = store.recordings
-    picks = rng.integers(0, rec.height, size=n)
-    n_samples = rec["n_samples"].to_numpy()[picks]
-    starts = (rng.random(n) * (n_samples - WINDOW + 1)).astype(np.int64)
-    return rec["recording_id"].to_numpy()[picks], starts, rec["source"].to_numpy()[picks]
-
-
-class Clock:
-    """Wall time and this process's CPU time (user + system) of a block. On a machine shared with other
-    jobs the wall time includes waiting for the core; the CPU time is what the reads themselves cost."""
-
-    def __enter__(self) -> Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-
-def time_store(store: TimelineStore, ids: np.ndarray, starts: np.ndarray, units: str) -> Clock:
-    store.read_window(int(ids[0]), 0, WINDOW, units=units)  # map the part once, outside the timing
-    checksum = 0.0
-    with Clock() as clock:
-        for rid, start in zip(ids.tolist(), starts.tolist(), strict=True):
-            checksum += float(store.read_window(rid, start, WINDOW, units=units)[0, 0])
-    return clock
-
-
-def row(reader: str, n: int, clock: Clock) -> dict:
-    return {
-        "reader": reader,
-        "windows": n,
-        "windows_per_s": round(n / clock.wall),
-        "windows_per_cpu_s": round(n / clock.cpu),
-        "us_per_window": round(1e6 * clock.wall / n, 1),
-    }
-
-
-def ratio(a: dict, b: dict) -> dict[str, float]:
-    """Speed-up of reader ``a`` over ``b``, by wall time and by CPU time."""
-    return {
-        "wall": round(a["windows_per_s"] / b["windows_per_s"], 1),
-        "cpu": round(a["windows_per_cpu_s"] / b["windows_per_cpu_s"], 1),
-    }
-
-
-def check(reference: list[np.ndarray], store: TimelineStore, ids, starts, scale: float, what: str) -> None:
-    """The reference reader's windows equal the store's (checked outside the timing)."""
-    for window, rid, start in zip(reference, ids, starts, strict=False):
-        want = store.read_window(int(rid), int(start), WINDOW)
-        if not np.allclose(window * scale, want, rtol=1e-6, atol=1e-3 if scale != 1 else 1e-6):
-            raise AssertionError(f"store and {what} disagree on recording {rid} at sample {start}")
+from clinseq.bench import reads
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=20_000, help="store windows to read (each modality)")
-    parser.add_argument("--wfdb-windows", type=int, default=1_000, help="wfdb windows to read")
-    parser.add_argument("--mne-windows", type=int, default=1_000, help="mne windows to read (each variant)")
+    parser.add_argument("--windows", type=int, default=None, help="store windows to read (each modality)")
+    parser.add_argument("--wfdb-windows", type=int, default=None, help="wfdb windows to read")
+    parser.add_argument("--mne-windows", type=int, default=None, help="mne windows to read (each variant)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="2,000 / 200 / 200 windows")
+    parser.add_argument("--out", default=None, help="result folder (default benchmarks/results[/quick])")
     args = parser.parse_args()
-    cpus = pin_to_one_cpu()
-    mne.set_log_level("ERROR")
-
-    ptbxl, eegmat = data_root() / "ptbxl", data_root() / "eeg" / "eegmat"
-    tmp = Path(tempfile.mkdtemp(prefix="clinseq-bench-"))
-    rng = np.random.default_rng(args.seed)
-    try:
-        # -- ECG: PTB-XL 500 Hz vs wfdb ------------------------------------------------------------
-        ecg = TimelineStore.open(
-            convert(PTBXLSource(ptbxl, 500), tmp / "ptbxl500", on_error="skip", progress=False)
-        )
-        ids, starts, sources = random_windows(ecg, args.windows, rng)
-        ecg_store = time_store(ecg, ids, starts, "physical")
-        ecg_adc = time_store(ecg, ids, starts, "adc")
-        n_wfdb = min(args.wfdb_windows, args.windows)
-        with Clock() as wfdb_clock:
-            wfdb_windows = [
-                wfdb.rdrecord(
-                    str(ptbxl / sources[i]), sampfrom=int(starts[i]), sampto=int(starts[i]) + WINDOW
-                ).p_signal.T
-                for i in range(n_wfdb)
-            ]
-        check(wfdb_windows, ecg, ids, starts, 1.0, "wfdb")
-
-        # -- EEG: EEGMAT vs mne ----------------------------------------------------------------------
-        eeg = TimelineStore.open(convert(EEGSource(eegmat), tmp / "eegmat", progress=False))
-        eids, estarts, esources = random_windows(eeg, args.windows, rng)
-        eeg_store = time_store(eeg, eids, estarts, "physical")
-        eeg_adc = time_store(eeg, eids, estarts, "adc")
-        n_mne = min(args.mne_windows, args.windows)
-        raws = {s: mne.io.read_raw_edf(eegmat / s, preload=False) for s in set(esources[:n_mne].tolist())}
-        with Clock() as mne_open:
-            mne_windows = [
-                raws[esources[i]].get_data(start=int(estarts[i]), stop=int(estarts[i]) + WINDOW)
-                for i in range(n_mne)
-            ]
-        check(mne_windows, eeg, eids, estarts, 1e6, "mne")  # mne returns V, the store µV
-        with Clock() as mne_reopen:
-            for i in range(n_mne):
-                raw = mne.io.read_raw_edf(eegmat / esources[i], preload=False)
-                raw.get_data(start=int(estarts[i]), stop=int(estarts[i]) + WINDOW)
-        eeg_channels = int(eeg.recordings["n_channels"][0])
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-    ecg_rows = [
-        row("clinseq store (mmap, physical mV)", args.windows, ecg_store),
-        row("clinseq store (mmap, ADC int16 view)", args.windows, ecg_adc),
-        row("wfdb.rdrecord(sampfrom, sampto)", n_wfdb, wfdb_clock),
-    ]
-    eeg_rows = [
-        row("clinseq store (mmap, physical uV)", args.windows, eeg_store),
-        row("clinseq store (mmap, ADC int16 view)", args.windows, eeg_adc),
-        row("mne get_data(start, stop), file opened once", n_mne, mne_open),
-        row("mne read_raw_edf + get_data per window", n_mne, mne_reopen),
-    ]
-    ratios = {
-        "ecg_store_over_wfdb": ratio(ecg_rows[0], ecg_rows[2]),
-        "eeg_store_over_mne_opened_once": ratio(eeg_rows[0], eeg_rows[2]),
-        "eeg_store_over_mne_per_window": ratio(eeg_rows[0], eeg_rows[3]),
-    }
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    columns = ["reader", "windows", "windows_per_s", "windows_per_cpu_s", "us_per_window"]
-    print(f"ECG: PTB-XL 500 Hz, 12 leads x {WINDOW} samples; CPU affinity {cpus}; load average {load}")
-    print_table(ecg_rows, columns)
-    print(f"EEG: EEGMAT 500 Hz, {eeg_channels} channels x {WINDOW} samples")
-    print_table(eeg_rows, columns)
-    for name, value in ratios.items():
-        print(f"ratio {name}: {value['wall']}x by wall time, {value['cpu']}x by CPU time")
-    print("targets (ECG): >= 50x wfdb and >= 20,000 windows/s on one core")
-    path = write_results(
-        "window_reads",
-        {
-            "one_core": {"cpu_affinity": cpus, "threads_env": "OMP/OPENBLAS/MKL/NUMEXPR_NUM_THREADS=1"},
-            # other jobs may share the machine's cores: wall-time rates then include waiting for the core
-            "load_average_1_5_15_min": list(load) if load else None,
-            "window": {"samples": WINDOW, "sampling_rate_hz": 500},
-            "ecg": {"dataset": "ptbxl records500", "channels": 12, "units": "mV", "results": ecg_rows},
-            "eeg": {"dataset": "eegmat", "channels": eeg_channels, "units": "uV", "results": eeg_rows},
-            "ratios": ratios,
-            "ratio_store_over_wfdb": ratios["ecg_store_over_wfdb"]["wall"],
-            "targets": {"ecg_windows_per_s": 20_000, "ecg_ratio_over_wfdb": 50},
-            "units": {
-                "windows_per_s": "windows per wall-clock second",
-                "windows_per_cpu_s": "windows per second of this process's CPU time",
-                "us_per_window": "wall-clock microseconds",
-            },
-        },
+    reads.run(
+        quick=args.quick,
+        out_dir=args.out,
+        windows=args.windows,
+        wfdb_windows=args.wfdb_windows,
+        mne_windows=args.mne_windows,
+        seed=args.seed,
     )
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

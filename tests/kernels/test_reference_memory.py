@@ -2,7 +2,7 @@
 
 Each side runs forward + backward in a fresh process whose peak RSS (VmHWM, reset just before the step)
 is compared. The acceptance figure (N = 16,384, D = 128: chunked ≤ 10 % of naive) takes minutes on two
-CPU cores and is measured by ``benchmarks/bench_info_nce.py --quick``; here the same property at
+CPU cores and is measured by ``benchmarks/bench_info_nce.py --device cpu``; here the same property at
 N = 4,096 with 128-row chunks, which takes seconds.
 """
 

@@ -154,3 +154,81 @@ def test_chunked_hour_scale_input_is_memory_bounded() -> None:
     assert e.shape == (1, 8) and torch.isfinite(e).all()
     assert len(seen) == 10  # 100 chunks in groups of 10
     assert max(seen) <= 10 * model.n_tokens(2_000) == 10 * 19 * 40
+
+
+# -- attention backends and long sequences ----------------------------------------------------------------
+class _LargestTensor:
+    """Records the largest tensor any aten op produces (forward and backward) while active."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        record = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor):
+                        record.numel = max(record.numel, t.numel())
+                return out
+
+        self.numel = 0
+        self.mode = Mode()
+
+    def __enter__(self) -> _LargestTensor:
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.mode.__exit__(*exc)
+
+
+@pytest.mark.parametrize("backends, quadratic", [(None, False), (("flash",), False), ("math", True)])
+def test_forward_backward_never_stores_the_token_by_token_scores(backends, quadratic) -> None:
+    # 2 channels × 600 patches = 1,200 tokens, 2 heads: the scores would be 2 · 1,200² = 2.9 M values,
+    # every other tensor is at most tokens × 4 · dim = 1,200 × 64 = 77 k. torch's default choice on the
+    # CPU (its flash kernel) must keep every tensor linear in the tokens; the forced math path must not
+    # (which shows that the probe sees the scores when they exist).
+    torch.manual_seed(0)
+    model = PatchTransformer(2, patch_len=5, dim=16, depth=2, n_heads=2, attention_backends=backends)
+    x = torch.randn(1, 2, 3000)
+    tokens = model.n_tokens(3000)
+    with _LargestTensor() as probe:
+        model(x).square().sum().backward()
+    scores = 2 * tokens * tokens
+    assert (probe.numel >= scores) == quadratic, (probe.numel, scores)
+    assert model.attention_backend(x) == ("math" if quadratic else "flash")
+
+
+def test_forced_backends_agree_with_the_default() -> None:
+    default = _tiny().eval()
+    math_only = _tiny(attention_backends="math").eval()
+    math_only.load_state_dict(default.state_dict())
+    x = torch.randn(2, 3, 95)
+    with torch.no_grad():
+        torch.testing.assert_close(math_only(x), default(x), rtol=1e-5, atol=1e-5)
+
+
+def test_attention_backend_follows_mode_and_autocast() -> None:
+    model = _tiny(dropout=0.1)
+    x = torch.randn(1, 3, 40)
+    model.eval()
+    assert model.attention_backend(x) == "flash"
+    model.train()  # dropout on the CPU: only the math path takes it
+    assert model.attention_backend(x) == "math"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _tiny().eval().attention_backend(x) == "flash"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch explains why flash is not used
+def test_restricted_backends_raise_instead_of_falling_back() -> None:
+    model = _tiny(dropout=0.1, attention_backends=("flash", "efficient")).train()
+    x = torch.randn(1, 3, 40)
+    assert model.attention_backend(x) == "none"
+    with pytest.raises(ConfigError, match=r"none of the allowed attention backends \('flash', 'efficient'\)"):
+        model(x)
+    model.eval()  # no dropout: flash takes it
+    assert model(x).shape == (1, 16)
+    with pytest.raises(ConfigError, match="non-empty selection of"):
+        _tiny(attention_backends=("flash", "fast"))

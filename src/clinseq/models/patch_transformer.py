@@ -10,10 +10,25 @@ zero-padded when T is not a multiple) and each patch becomes a token:
   tokens = ceil(T / patch_len).
 
 Positions are rotary (RoPE on the patch index, any length) or a learned table of ``max_patches``
-entries. Pre-norm blocks use ``F.scaled_dot_product_attention`` (FlashAttention on GPU); with
-``checkpointing=True`` each block's activations are recomputed in the backward pass (activation memory
-O(tokens · dim) per block instead of all the block's intermediates). The embedding is the mean over all
-tokens after a final layer norm, so any T ≥ 1 works (one patch at least).
+entries. The embedding is the mean over all tokens after a final layer norm, so any T ≥ 1 works (one
+patch at least).
+
+Long sequences. Attention runs in ``F.scaled_dot_product_attention``, whose flash and memory-efficient
+backends never store the N × N scores: FlashAttention-2 on CUDA under bf16/fp16 autocast, the
+memory-efficient kernel on CUDA in fp32, torch's flash kernel on the CPU (without dropout); see
+:mod:`clinseq.models.attention`. Every other tensor is O(N · dim), so forward + backward memory grows
+linearly with the sequence length; ``attention_backend(x)`` names the backend an input gets, and
+``attention_backends=("flash", "efficient")`` makes a fall-back to the quadratic math path an error.
+With ``checkpointing=True`` only each block's input is kept for the backward pass and the block is
+recomputed there: activation memory ≈ depth · N · dim (the block inputs) plus one block's intermediates
+instead of depth times those, for about one more forward pass of compute. For inference on recordings
+longer than one attention window, ``embed_chunked`` embeds fixed chunks independently (memory bounded by
+the chunk, whatever T is).
+
+Sizes: one hour of 19-channel EEG at 256 Hz with one-second patches (``patch_len=256``, channel-
+independent tokens) is 19 · 3600 = 68,400 tokens. With dim 128 a block's input is 68,400 × 128 values
+(17.5 MB in bf16), so with checkpointing the activations of the whole hour take well under a gigabyte
+(arithmetic, not a GPU measurement: ``benchmarks/bench_encoder.py --device cuda`` measures it).
 """
 
 from __future__ import annotations
@@ -22,7 +37,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from clinseq.models.attention import TransformerBlock
+from clinseq.models.attention import Backends, TransformerBlock, resolve_backends
 from clinseq.models.base import Encoder, check_choice, check_positive, check_signal
 from clinseq.utils import ConfigError
 
@@ -45,6 +60,8 @@ class PatchTransformer(Encoder):
         max_patches: size of the learned position table (patches per channel), for positions="learned".
         checkpointing: recompute block activations in backward (training only).
         rope_base: RoPE base frequency.
+        attention_backends: SDPA backends the blocks may use ("flash", "efficient", "cudnn", "math"),
+            None for torch's choice; e.g. ("flash", "efficient") guarantees memory linear in tokens.
     """
 
     def __init__(
@@ -61,6 +78,7 @@ class PatchTransformer(Encoder):
         max_patches: int = 1024,
         checkpointing: bool = False,
         rope_base: float = 10000.0,
+        attention_backends: Backends = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -82,6 +100,7 @@ class PatchTransformer(Encoder):
         self.positions = positions
         self.max_patches = max_patches
         self.checkpointing = checkpointing
+        self.attention_backends = resolve_backends(attention_backends)
         self.embed_dim = dim
         if tokenization == "channel_independent":
             self.patch_embed = nn.Linear(patch_len, dim)
@@ -94,7 +113,9 @@ class PatchTransformer(Encoder):
         else:
             self.register_parameter("pos_embed", None)
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, n_heads, mlp_ratio, dropout, positions == "rope", rope_base)
+            TransformerBlock(
+                dim, n_heads, mlp_ratio, dropout, positions == "rope", rope_base, self.attention_backends
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
@@ -107,6 +128,17 @@ class PatchTransformer(Encoder):
         """Tokens (the attention length) for ``n_samples`` samples."""
         n = self.n_patches(n_samples)
         return n * self.in_channels if self.tokenization == "channel_independent" else n
+
+    def attention_backend(self, x: torch.Tensor) -> str:
+        """The SDPA backend ("flash", "efficient", "cudnn", "math"; "none": no allowed backend accepts
+        it) that ``forward(x)`` would run for x (B, C, T) now, under the current autocast state and
+        train/eval mode. Computes nothing but one (B, heads, tokens, head_dim) allocation."""
+        check_signal(x, self.in_channels, type(self).__name__)
+        attn = self.blocks[0].attn
+        shape = (x.shape[0], self.n_tokens(x.shape[2]), self.embed_dim)
+        weight = self.norm.weight
+        # Only the shape, device and dtype of the block input matter: a broadcast scalar, no allocation.
+        return attn.backend_for(torch.zeros((), device=weight.device, dtype=weight.dtype).expand(shape))
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens (B, N, D), rotary positions (N,)) of x (B, C, T)."""
