@@ -60,6 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print a store's summary")
     info.add_argument("store", type=Path)
 
+    pretrain = commands.add_parser(
+        "pretrain",
+        help="self-supervised pretraining from a recipe config (then a linear probe on PTB-XL)",
+        description="Run a recipe: recipes/<family>/<method>.yaml names the script (recipe:, relative to the "
+        "file), the data, the model, the method and the schedule. Under torchrun each process runs it.",
+    )
+    pretrain.add_argument("config", nargs="?", type=Path, help="recipe YAML, e.g. recipes/ptbxl/pclr.yaml")
+    pretrain.add_argument("--profile", help="a named override set of the config, e.g. smoke")
+    pretrain.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (type-checked), e.g. --set optim.lr=3e-4; repeatable",
+    )
+    pretrain.add_argument("--out", type=Path, help="run folder (default runs/<run.name>)")
+    pretrain.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint, exactly"
+    )
+
     bench = commands.add_parser("bench", help="run throughput benchmarks (tables + JSON + PNG)")
     bench.add_argument(
         "suites", nargs="+", choices=("reads", "loader", "loss", "encoder", "pretrain", "ehr", "all")
@@ -114,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             from clinseq.io.meds import export_meds
 
             print(f"wrote {export_meds(args.store, args.out)}")
+        elif args.command == "pretrain":
+            from clinseq.train.run import resolve_run, run_recipe
+
+            config, resume = resolve_run(
+                args.config, profile=args.profile, overrides=args.overrides, out=args.out, resume=args.resume
+            )
+            run_recipe(config, resume=resume)
         elif args.command == "bench":
             from clinseq.bench import main as bench_main
 

@@ -1,0 +1,141 @@
+"""Self-supervised pretraining recipe: setup → train → evaluate → cleanup.
+
+One script for every method; the YAML config says which (``method.name``), on what data, with which
+encoder and for how long. Run it through the CLI or directly, on one process or under torchrun::
+
+    clinseq pretrain recipes/ptbxl/pclr.yaml --profile smoke
+    clinseq pretrain recipes/ptbxl/pclr.yaml --set data.root=/data/ptbxl --set optim.lr=3e-4 --out runs/pclr
+    clinseq pretrain --resume runs/pclr
+    torchrun --nproc_per_node 4 recipes/pretrain.py recipes/ptbxl/pclr.yaml
+
+The run folder receives ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``checkpoints/`` and,
+for PTB-XL, ``eval/`` (linear probe of the pretrained encoder against the same encoder at its random
+initialisation, on held-out patients, with bootstrap CIs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+
+import torch
+
+from clinseq.train import (
+    PretrainConfig,
+    Trainer,
+    build_data,
+    check_eval_store,
+    cleanup_distributed,
+    config_to_dict,
+    init_distributed,
+    prepare_store,
+    resolve_run,
+    save_config,
+    task_class,
+    validate_components,
+)
+
+
+class PretrainRecipe:
+    """The four phases of a pretraining run, each a short method over library parts."""
+
+    def __init__(self, config: PretrainConfig, resume: bool = False) -> None:
+        self.config, self.resume = config, resume
+
+    def setup(self) -> None:
+        cfg = self.config
+        validate_components(cfg)  # every keyword checked before anything is read or built
+        self.ctx = init_distributed(cfg.run.device)
+        self.threads = torch.get_num_threads()  # restored by cleanup (the recipe may run in-process)
+        if cfg.run.num_threads:
+            torch.set_num_threads(cfg.run.num_threads)
+        self.run_dir = cfg.run_dir()
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml", " ".join(sys.argv))
+
+        self.store = prepare_store(cfg, self.ctx, progress=cfg.train.progress and self.ctx.is_main)
+        check_eval_store(cfg, self.store)
+        task_cls = task_class(cfg.method.name)
+        # Tasks that cut one read into adjacent segments (PMQ, CLOCS) read several windows at once.
+        self.data = build_data(cfg, self.store, self.ctx, window_s=task_cls.read_window_s(cfg))
+
+        torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and on every resume
+        task = task_cls.build(cfg, self.data)
+        self.initial_encoder = copy.deepcopy(task.encoder)  # the random-init baseline of the probe
+        if self.ctx.distributed and self.ctx.device.type == "cuda" and cfg.model.sync_batchnorm:
+            task = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
+        self.task = task
+        self.trainer = Trainer(
+            task, self.data.loader, cfg.train, cfg.optim, self.run_dir, self.ctx,
+            seed=cfg.run.seed, config=config_to_dict(cfg),
+        )  # fmt: skip
+        if self.resume:
+            step = self.trainer.load_checkpoint()
+            if self.ctx.is_main:
+                print(f"resumed {self.run_dir} at step {step}")
+
+    def train(self):
+        return self.trainer.fit()
+
+    def evaluate(self):
+        """Linear probe on held-out patients: pretrained vs the same encoder at random init (rank 0)."""
+        cfg = self.config
+        if not (cfg.eval.enabled and self.ctx.is_main):
+            return None
+        from clinseq.eval import compare_encoders
+
+        encoders = {"pretrained": self.task.encoder}
+        if cfg.eval.compare_random_init:
+            encoders["random init"] = self.initial_encoder
+        options = {"window_s": cfg.data.window_s, "progress": cfg.train.progress, **cfg.eval.options}
+        reports = {}
+        for seed in cfg.eval.seeds:
+            out_dir = self.run_dir / "eval" / f"seed{seed}"
+            reports[seed] = compare_encoders(
+                encoders, self.store, cfg.eval.task, cfg.eval.fractions, seed=seed, out_dir=out_dir,
+                n_boot=cfg.eval.n_boot, device=self.ctx.device, **options,
+            )  # fmt: skip
+        return reports
+
+    def cleanup(self) -> None:
+        """Restore the thread count and close the process group (also after a failed setup)."""
+        if hasattr(self, "threads"):
+            torch.set_num_threads(self.threads)
+        if hasattr(self, "ctx"):
+            cleanup_distributed(self.ctx)
+
+
+def run(config: PretrainConfig, resume: bool = False) -> dict:
+    """Run the recipe; returns ``{"train": TrainResult, "eval": {seed: {name: ProbeReport}} or None}``."""
+    recipe = PretrainRecipe(config, resume)
+    try:
+        recipe.setup()
+        result = recipe.train()
+        if recipe.ctx.is_main:
+            loss = result.last_metrics.get("loss", float("nan"))
+            print(f"trained {result.step} steps; last loss {loss:.4f}; run folder {result.run_dir}")
+        reports = recipe.evaluate()
+    finally:
+        recipe.cleanup()
+    return {"train": result, "eval": reports}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", help="recipe YAML (optional with --resume)")
+    parser.add_argument("--profile", help="a profile of the config, e.g. smoke")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", help="run folder (default runs/<run.name>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
+    args = parser.parse_args(argv)
+    config, resume = resolve_run(
+        args.config, profile=args.profile, overrides=args.overrides, out=args.out, resume=args.resume
+    )
+    run(config, resume=resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

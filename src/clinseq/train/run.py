@@ -1,0 +1,121 @@
+"""Resolve what ``clinseq pretrain`` runs: the config (new run or resume) and the recipe script.
+
+``clinseq pretrain CONFIG [--profile NAME] [--set key=value ...] [--out RUN_DIR]`` starts a run;
+``clinseq pretrain [CONFIG] --resume RUN_DIR [--set ...]`` continues one from its latest checkpoint with
+the resolved ``RUN_DIR/config.yaml`` it saved. A resumed run must compute exactly what the original would
+have, so only settings that do not change the numbers may differ (:data:`RESUME_MAY_CHANGE`); any other
+difference between the saved config and CONFIG/``--set`` is an error listing the keys.
+
+The recipe script is found relative to the config file (its ``recipe:`` key, default ``../pretrain.py``
+beside ``recipes/<family>/``), so an installed clinseq runs the recipes of a checkout or any copy of the
+``recipes/`` folder; the script must define ``run(config, resume=False)``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from clinseq.train.checkpoint import latest_checkpoint
+from clinseq.train.config import PretrainConfig, config_diff, load_config
+from clinseq.utils import ConfigError
+
+__all__ = ["CONFIG_FILE", "RESUME_MAY_CHANGE", "load_recipe", "resolve_run", "run_recipe"]
+
+CONFIG_FILE = "config.yaml"
+
+#: Keys a resumed run may change: they affect speed, logging and files, never the computed values.
+RESUME_MAY_CHANGE = (
+    "train.progress",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "data.num_workers",
+    "run.out_dir",
+    "run.name",
+    "recipe",
+    "eval",
+)
+
+
+def resolve_run(
+    config_path: str | Path | None,
+    *,
+    profile: str | None = None,
+    overrides: Sequence[str] = (),
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+) -> tuple[PretrainConfig, bool]:
+    """``(config, resume)`` for a new run or a resumed one (see the module docstring).
+
+    Raises:
+        ConfigError: no config and no run folder; a new run pointed at a folder that already holds
+            checkpoints; a resumed run whose settings differ from the saved ones in a key that is not in
+            :data:`RESUME_MAY_CHANGE`; a run folder without a checkpoint.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        saved_file = run_dir / CONFIG_FILE
+        if not saved_file.is_file():
+            raise ConfigError(f"--resume {run_dir}: no {CONFIG_FILE} there; pass the folder of a clinseq run")
+        if latest_checkpoint(run_dir) is None:
+            raise ConfigError(f"--resume {run_dir}: the run saved no checkpoint yet; start it again instead")
+        saved = load_config(saved_file)
+        if config_path is not None:
+            wanted = load_config(config_path, profile=profile, overrides=overrides)
+        else:
+            wanted = load_config(saved_file, overrides=overrides)
+        wanted.run.out_dir = str(run_dir)
+        saved.run.out_dir = str(run_dir)
+        diffs = config_diff(saved, wanted, ignore=RESUME_MAY_CHANGE)
+        if diffs:
+            raise ConfigError(
+                f"--resume {run_dir}: the config differs from the one the run was started with, so the "
+                "resumed run could not continue it exactly:\n  "
+                + "\n  ".join(diffs)
+                + "\nstart a new run (--out) "
+                "to change these; only " + ", ".join(RESUME_MAY_CHANGE) + " may change on resume"
+            )
+        wanted.source_path = wanted.source_path or str(saved_file)
+        return wanted, True
+    if config_path is None:
+        raise ConfigError("pass a config file (e.g. recipes/ptbxl/pclr.yaml) or --resume RUN_DIR")
+    config = load_config(config_path, profile=profile, overrides=overrides)
+    if out is not None:
+        config.run.out_dir = str(out)
+    if latest_checkpoint(config.run_dir()) is not None:
+        raise ConfigError(
+            f"{config.run_dir()} already holds a run with checkpoints; continue it with --resume "
+            f"{config.run_dir()}, or pass another --out RUN_DIR"
+        )
+    return config, False
+
+
+def load_recipe(config: PretrainConfig) -> ModuleType:
+    """Import the recipe script named by ``config.recipe`` (relative to the config file)."""
+    path = config.recipe_path()
+    if not path.is_file():
+        raise ConfigError(
+            f"recipe script {path} not found (config key recipe={config.recipe!r}, relative to "
+            f"{config.source_path}); keep the config beside the recipes/ scripts or pass "
+            "--set recipe=/path/to/recipes/pretrain.py"
+        )
+    name = f"clinseq_recipe_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import recipe script {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "run", None)):
+        raise ConfigError(f"recipe script {path} defines no run(config, resume=False) function")
+    return module
+
+
+def run_recipe(config: PretrainConfig, resume: bool = False) -> Any:
+    """Run the recipe script of ``config`` (what ``clinseq pretrain`` does after resolving the config)."""
+    return load_recipe(config).run(config, resume=resume)

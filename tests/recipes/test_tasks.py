@@ -1,0 +1,136 @@
+"""Task glue that the smoke runs do not pin down: EHR pairs, ECG ↔ EHR, the PMQ momentum update, CLOCS.
+
+The ECG ↔ EHR recipe needs MIMIC-IV-ECG waveforms with MIMIC-IV events of the same subjects, which the
+shared data does not have: what can be checked without inventing pairs is checked here — the EHR-context
+encoding against ``EventSequenceDataset`` on real MIMIC-IV demo events, the clear error on a store without
+events, and the task's forward/backward on synthetic tensors (no loader involved).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clinseq.data.event_sequences import EventSequenceDataset
+from clinseq.objectives import CLOCS, CrossModalCLIP
+from clinseq.timeline import TimelineStore
+from clinseq.train import build_data, load_config
+from clinseq.train.ehr import PatientEventPairs, encode_event_window
+from clinseq.train.tasks import CLOCSTask, ECGEHRTask, PerLeadEncoder
+from clinseq.utils import ConfigError
+
+from .conftest import RECIPES
+
+
+def test_patient_event_pairs_give_two_windows_of_each_patient(mimic_demo_store: Path) -> None:
+    store = TimelineStore.open(mimic_demo_store)
+    patients = store.event_index.subject_ids[:12]
+    pairs = PatientEventPairs.fit(store, patients, max_len=32, seed=0)
+    batch = pairs.__getitems__([(i, -1) for i in range(6)])
+    assert batch["codes"].shape == (12, 32)
+    assert torch.equal(batch["patient_id"][:6], batch["patient_id"][6:])
+    long = [i for i in range(6) if int(batch["padding_mask"][i].sum()) == 32]
+    differ = [i for i in long if not torch.equal(batch["codes"][i], batch["codes"][i + 6])]
+    assert long and differ  # patients with more than 32 events get two different crops
+
+
+def test_ehr_context_encoding_matches_the_event_sequence_dataset(mimic_demo_store: Path) -> None:
+    store = TimelineStore.open(mimic_demo_store)
+    pid = int(store.event_index.subject_ids[3])
+    pairs = PatientEventPairs.fit(store, [pid], max_len=64)
+    events = store.patient(pid).events()
+    assert events.height > 64
+    # The dataset's second non-overlapping window (events 64..127) against our encoding of those events.
+    ds = EventSequenceDataset(store.event_index, [pid], pairs.vocab, pairs.normalizer, max_len=64)
+    item = ds[1]
+    ours = encode_event_window(events.slice(64, 64), pairs.vocab, pairs.normalizer, 64)
+    for key in ("codes", "time_delta_s", "values", "value_mask", "padding_mask"):
+        np.testing.assert_array_equal(ours[key], item[key], err_msg=key)
+    assert (ours["window_start_us"], ours["window_end_us"]) == (
+        item["window_start_us"],
+        item["window_end_us"],
+    )
+
+
+def test_ecg_ehr_on_a_store_without_events_says_what_it_needs(ptbxl_store) -> None:
+    config = load_config(RECIPES / "mimic_iv" / "ecg_ehr.yaml", overrides=[f"data.store={ptbxl_store.path}",
+                         "data.split=ptbxl", "data.sampling_rate_hz=100"])  # fmt: skip
+    with pytest.raises(ConfigError, match="holds no events: ECG ↔ EHR pairs need a store"):
+        build_data(config, ptbxl_store)
+
+
+def test_the_probe_is_refused_before_training_on_a_non_ptbxl_store(eegmat_store: Path) -> None:
+    from clinseq.train import check_eval_store
+
+    config = load_config(RECIPES / "eeg" / "cpc.yaml", overrides=["eval.enabled=true"])
+    with pytest.raises(ConfigError, match="is a 'eegmat' store: the linear probe uses PTB-XL's labels"):
+        check_eval_store(config, TimelineStore.open(eegmat_store))
+
+
+def test_ecg_ehr_task_trains_both_encoders() -> None:
+    from clinseq.models import EventTransformer, ProjectionHead, ResNet1d
+
+    torch.manual_seed(0)
+    task = ECGEHRTask(
+        ResNet1d(12, widths=(8, 16), downsample=(4,), kernel_size=5),
+        ProjectionHead(16, 16, 8),
+        CrossModalCLIP(),
+        ehr_encoder=EventTransformer(vocab_size=20, dim=16, depth=1, n_heads=2),
+        ehr_head=torch.nn.Linear(16, 8),
+    )
+    b, length = 6, 10
+    batch = {
+        "x": torch.randn(b, 12, 200),
+        "patient_id": torch.arange(b),
+        "codes": torch.randint(2, 20, (b, length)),
+        "time_delta_s": torch.rand(b, length) * 3600,
+        "values": torch.randn(b, length),
+        "value_mask": torch.rand(b, length) > 0.5,
+        "padding_mask": torch.ones(b, length, dtype=torch.bool),
+    }
+    out = task(batch)
+    out.loss.backward()
+    for module in (task.encoder, task.ehr_encoder, task.head, task.ehr_head):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+@pytest.mark.parametrize("mode", ["cmsc", "cmlc", "cmsmlc"])
+def test_clocs_views(mode: str) -> None:
+    from clinseq.models import ResNet1d
+
+    torch.manual_seed(0)
+    in_channels = 3 if mode == "cmsc" else 1
+    encoder = ResNet1d(in_channels, widths=(8, 16), downsample=(4,), kernel_size=5)
+    if mode != "cmsc":
+        encoder = PerLeadEncoder(encoder)
+    task = CLOCSTask(encoder, torch.nn.Linear(16, 8), CLOCS(mode=mode), n_segments=2)
+    x = torch.randn(4, 3, 400)
+    out = task({"x": x, "patient_id": torch.tensor([0, 1, 2, 0])})
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    if mode != "cmsc":  # the probe's embedding of a recording is the mean over its leads
+        torch.testing.assert_close(
+            encoder.embed(x), encoder.inner.embed(x.reshape(12, 1, 400)).view(4, 3, -1).mean(1)
+        )
+
+
+def test_pmq_key_encoder_follows_the_online_branch_by_ema(ptbxl_store, tmp_path: Path) -> None:
+    from clinseq.train import Trainer, build_task
+
+    config = load_config(RECIPES / "ptbxl" / "pmq.yaml", profile="smoke", overrides=[
+        f"data.store={ptbxl_store.path}", "data.sampler_kwargs={batch_size: 8}", "train.progress=false",
+        "model.encoder_kwargs={widths: [8, 16], downsample: [4], kernel_size: 5}", "model.projection_dim=8",
+        "method.options={momentum: 0.9, predictor_hidden_dim: 8}", f"run.out_dir={tmp_path}",
+        "method.objective={queue_size: 64}"])  # fmt: skip
+    data = build_data(config, ptbxl_store, window_s=10.0)
+    task = build_task(config, data)
+    trainer = Trainer(task, data.loader, config.train, config.optim, tmp_path)
+    key_before = {n: p.detach().clone() for n, p in task.key_encoder.target.named_parameters()}
+    trainer.train_step(next(iter(data.loader.iterate(0))))
+    online = dict(torch.nn.Sequential(task.encoder, task.head).named_parameters())
+    for name, p in task.key_encoder.target.named_parameters():
+        torch.testing.assert_close(p, 0.9 * key_before[name] + 0.1 * online[name].detach())
+    assert len(task.objective.queue) == 8  # the batch's keys were queued with their patient ids

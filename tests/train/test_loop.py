@@ -1,0 +1,118 @@
+"""The loop on the real PTB-XL subset: metrics lines, schedule, gradient norm, precision, NaN stop."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from clinseq.objectives import LossOutput
+from clinseq.train import TrainingError, read_metrics, warmup_cosine_factor
+from clinseq.train.loop import move_to_device, resolve_precision
+
+from .conftest import tiny_config
+
+
+def test_metrics_lines_follow_the_schedule(ptbxl_store, recipe_module, tmp_path: Path) -> None:
+    config = tiny_config(ptbxl_store.path, tmp_path / "run", ["train.max_steps=4", "train.log_every=2"])
+    recipe = recipe_module.PretrainRecipe(config)
+    recipe.setup()
+    result = recipe.trainer.fit()
+    lines = read_metrics(tmp_path / "run")
+    assert [m["step"] for m in lines] == [2, 4] and result.step == 4
+    for m in lines:
+        assert {"loss", "grad_norm", "pos_cosine", "top1", "lr", "samples_per_s", "epoch"} <= set(m)
+        assert math.isfinite(m["loss"]) and m["samples_per_s"] > 0
+        # the rate logged is the one the interval's last step used: step s ran with factor(s - 1)
+        assert m["lr"] == pytest.approx(3e-3 * warmup_cosine_factor(m["step"] - 1, 2, 4))
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_logged_gradient_norm_is_the_norm_before_clipping(ptbxl_store, recipe_module, tmp_path: Path) -> None:
+    recipe = recipe_module.PretrainRecipe(
+        tiny_config(ptbxl_store.path, tmp_path / "run", ["train.grad_clip_norm=1e-3"])
+    )
+    recipe.setup()
+    trainer = recipe.trainer
+    batch = next(iter(trainer.data.iterate(0)))
+    reference = copy.deepcopy(trainer.task)
+    torch.manual_seed(0)
+    out = reference(move_to_device(batch, trainer.device), generator=trainer.generator(0))
+    out.loss.backward()
+    expected = torch.linalg.vector_norm(
+        torch.stack([p.grad.norm() for p in reference.parameters() if p.grad is not None])
+    )
+    torch.manual_seed(0)  # the same dropout masks
+    before = {n: p.detach().clone() for n, p in trainer.task.named_parameters()}
+    loss, _, grad_norm = trainer.train_step(batch)
+    torch.testing.assert_close(loss, out.loss.detach())
+    torch.testing.assert_close(grad_norm, expected)
+    assert grad_norm > 1e-3  # so the clip was active, and the step still moved the weights
+    assert any(not torch.equal(before[n], p) for n, p in trainer.task.named_parameters())
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_autocast_runs_the_encoder_in_low_precision(
+    ptbxl_store, recipe_module, tmp_path, precision, dtype
+) -> None:
+    config = tiny_config(
+        ptbxl_store.path, tmp_path / "run", [f"train.precision={precision}", "train.max_steps=2"]
+    )
+    recipe = recipe_module.PretrainRecipe(config)
+    recipe.setup()
+    seen = []
+    recipe.trainer.task.encoder.stem.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    recipe.trainer.fit()
+    assert seen and set(seen) == {dtype}
+    assert recipe.trainer.scaler.is_enabled() == (precision == "fp16")
+    assert all(math.isfinite(m["loss"]) for m in read_metrics(tmp_path / "run"))
+
+
+def test_precision_resolution() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == (None, False)  # fp32 on the CPU unless asked
+    assert resolve_precision("bf16", cpu) == (torch.bfloat16, False)
+    assert resolve_precision("fp16", cpu) == (torch.float16, True)
+
+
+def test_a_nan_loss_stops_training_with_advice(ptbxl_store, recipe_module, tmp_path: Path) -> None:
+    recipe = recipe_module.PretrainRecipe(
+        tiny_config(ptbxl_store.path, tmp_path / "run", ["train.max_steps=3"])
+    )
+    recipe.setup()
+    task = recipe.trainer.task
+    forward = task.forward
+
+    def nan_at_step_2(batch, generator=None):
+        out = forward(batch, generator)
+        bad = recipe.trainer.step == 1
+        return LossOutput(out.loss * (float("nan") if bad else 1.0), out.metrics)
+
+    task.forward = nan_at_step_2
+    with pytest.raises(TrainingError, match=r"the loss is nan at step 2; lower optim\.lr"):
+        recipe.trainer.fit()
+
+
+def test_epoch_loader_skips_consumed_batches_of_any_batch_sampler() -> None:
+    from clinseq.train import EpochLoader
+
+    class Batches:  # a plain batch sampler without clinseq's state_dict: skipping falls back to islice
+        def __init__(self) -> None:
+            self.epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            return iter([[10 * self.epoch + i, 10 * self.epoch + i + 1] for i in range(0, 6, 2)])
+
+        def __len__(self) -> int:
+            return 3
+
+    loader = EpochLoader(list(range(40)), Batches(), collate_fn=lambda items: items)
+    assert list(loader.iterate(1, skip=1)) == [[12, 13], [14, 15]]
+    assert list(loader.iterate(2)) == [[20, 21], [22, 23], [24, 25]]
+    assert loader.state_dict(1) is None
