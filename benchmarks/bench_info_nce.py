@@ -6,10 +6,13 @@ Usage (from the project root)::
     .venv/bin/python benchmarks/bench_info_nce.py --device cuda    # the full GPU sweep (bf16)
     .venv/bin/python benchmarks/bench_info_nce.py --device cpu     # CPU sizes (fp32) + the 16k memory check
     .venv/bin/python benchmarks/bench_info_nce.py --quick          # N = 1k, 4k, D = 128: a minute
+    .venv/bin/python benchmarks/bench_info_nce.py --device cpu --parts grouped   # only the COMET rows
 
 (Before ``clinseq bench`` existed, ``--quick`` meant what ``--device cpu`` means now.) Prints a table and
 writes ``benchmarks/results/info_nce_<device>.json`` (``cpu``, ``h100``, ...) and a PNG of time and peak
-memory against N.
+memory against N. ``--parts`` runs the SimCLR sweep (``sweep``) and/or the COMET-shaped rows
+(``grouped``: group-restricted vs full scan over B samples × 400 rows); a part not run keeps its
+figures from the existing result file.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=None, help="skip steps predicted slower")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1 on the CPU)")
     parser.add_argument("--out", default=None, help="result folder (default benchmarks/results[/quick])")
+    parser.add_argument(
+        "--parts", nargs="*", default=list(loss.PARTS), choices=loss.PARTS, help="what to (re-)measure"
+    )
+    parser.add_argument("--samples", type=int, nargs="*", default=None, help="B values of the grouped rows")
     args = parser.parse_args()
     import torch
 
@@ -46,6 +53,8 @@ def main() -> None:
         repeats=args.repeats,
         budget_s=args.budget_s,
         threads=args.threads,
+        parts=tuple(args.parts),
+        samples=tuple(args.samples) if args.samples else None,
     )
 
 

@@ -84,23 +84,23 @@ class PretrainRecipe:
         cfg = self.config
         if not (cfg.eval.enabled and self.ctx.is_main):
             return None
-        from clinseq.eval import compare_encoders
+        from clinseq.eval import compare_encoders_over_seeds
 
         encoders = {"pretrained": self.task.encoder}
         if cfg.eval.compare_random_init:
             encoders["random init"] = self.initial_encoder
         options = {"window_s": cfg.data.window_s, "progress": cfg.train.progress, **cfg.eval.options}
-        reports = {}
-        for seed in cfg.eval.seeds:
-            out_dir = self.run_dir / "eval" / f"seed{seed}"
-            reports[seed] = compare_encoders(
-                encoders, self.store, cfg.eval.task, cfg.eval.fractions, seed=seed, out_dir=out_dir,
-                n_boot=cfg.eval.n_boot, device=self.ctx.device, **options,
-            )  # fmt: skip
-        return reports
+        # Each encoder is embedded once; every seed redraws only the label-fraction patients and resamples.
+        return compare_encoders_over_seeds(
+            encoders, self.store, cfg.eval.task, cfg.eval.fractions, seeds=cfg.eval.seeds,
+            out_dir=self.run_dir / "eval", n_boot=cfg.eval.n_boot, device=self.ctx.device, **options,
+        )  # fmt: skip
 
     def cleanup(self) -> None:
-        """Restore the thread count and close the process group (also after a failed setup)."""
+        """Stop the loader's workers, restore the thread count and close the process group (also after a
+        failed setup)."""
+        if hasattr(self, "data"):
+            self.data.loader.close()
         if hasattr(self, "threads"):
             torch.set_num_threads(self.threads)
         if hasattr(self, "ctx"):

@@ -26,6 +26,33 @@ def _add_convert_options(parser: argparse.ArgumentParser, *, parallel: bool = Tr
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _add_events_options(parser: argparse.ArgumentParser) -> None:
+    """Parallelism and sharding of the EHR converters (defaults: the library's)."""
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="threads converting tables and sorting shards (default: the CPU count, at most 4)",
+    )
+    parser.add_argument(
+        "--subjects-per-shard",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="subjects per events/data shard (default: the converter's)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clinseq", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert_options(mimic, parallel=False)
     mimic.add_argument("--tables", nargs="+", default=None, help="only these tables (default: all present)")
     mimic.add_argument("--on-error", choices=("raise", "skip"), default="raise")
+    _add_events_options(mimic)
     meds = kinds.add_parser("meds", help="import any MEDS v0.4 dataset")
     _add_convert_options(meds, parallel=False)
+    _add_events_options(meds)
 
     export = commands.add_parser("export", help="export a store's events")
     export_kinds = export.add_subparsers(dest="kind", required=True)
@@ -87,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_argument("--quick", action="store_true", help="small sizes (minutes on a 2-core CPU)")
+    bench.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="result folder (default benchmarks/results, or benchmarks/results/quick with --quick)",
+    )
     return parser
 
 
@@ -94,16 +130,20 @@ def _convert(args: argparse.Namespace) -> Path:
     from clinseq.io.convert import convert
 
     progress = not args.quiet
-    if args.kind == "mimic-iv":
-        from clinseq.io.mimic_iv import convert_mimic_iv
+    if args.kind in ("mimic-iv", "meds"):
+        # Only what was given is passed on: the converters keep their own defaults.
+        options = {"workers": args.workers}
+        if args.subjects_per_shard is not None:
+            options["subjects_per_shard"] = args.subjects_per_shard
+        if args.kind == "mimic-iv":
+            from clinseq.io.mimic_iv import convert_mimic_iv
 
-        return convert_mimic_iv(
-            args.src, args.out, tables=args.tables, on_error=args.on_error, progress=progress
-        )
-    if args.kind == "meds":
+            return convert_mimic_iv(
+                args.src, args.out, tables=args.tables, on_error=args.on_error, progress=progress, **options
+            )
         from clinseq.io.meds import import_meds
 
-        return import_meds(args.src, args.out, progress=progress)
+        return import_meds(args.src, args.out, progress=progress, **options)
     if args.kind == "ptbxl":
         from clinseq.io.ptbxl import PTBXLSource
 
@@ -145,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from clinseq.bench import main as bench_main
 
-            return bench_main(args.suites, device=args.device, quick=args.quick)
+            return bench_main(args.suites, device=args.device, quick=args.quick, out_dir=args.out)
         elif args.command == "info":
             from clinseq.timeline import TimelineStore
 

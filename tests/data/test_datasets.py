@@ -135,3 +135,113 @@ def test_dataloader_with_two_workers_matches_one_process(ptbxl_store):
         pids = got["patient_id"].view(*sampler.batch_shape)
         assert (pids == pids[:, :1]).all() and len(set(pids[:, 0].tolist())) == 16
         assert (got["x"] == 0).sum() > 0  # the transform ran in the workers
+
+
+# -- batches out of DataLoader workers: reused shared buffers ---------------------------------------------
+
+
+def test_worker_batches_reuse_buffers_and_never_overwrite_held_ones(ptbxl_store):
+    """Through DataLoader(num_workers=2): every batch equals the in-process read even when the loop keeps
+    more batches than the workers have buffers (the surplus goes torch's way), and batches the loop drops
+    hand their buffers back (a few distinct memory blocks serve many batches)."""
+    from clinseq.data.datasets import _MAX_SHARED_BUFFERS
+
+    transform = Compose([GaussianNoise((20.0, 30.0)), TimeMask(0.1, 5)])
+    dataset = WindowDataset(ptbxl_store, WINDOW_S, transform=transform, seed=3)
+    sampler = PatientBatchSampler(dataset.recordings, 8, 2, short_patients="fill", window_s=WINDOW_S, seed=1)
+    n = 2 * _MAX_SHARED_BUFFERS + 6
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_windows, num_workers=2)
+    held = [b for _, b in zip(range(n), loader, strict=False)]
+    assert all(type(b) is dict for b in held)  # plain dicts of plain tensors in the main process
+    for i, batch in enumerate(held):
+        direct = dataset.fetch(sampler.batch_at(i))
+        assert set(batch) == set(direct)
+        for key in direct:
+            assert torch.equal(batch[key], direct[key]), (i, key)
+    del held, batch
+
+    pointers = set()
+    for i, batch in zip(range(n), loader, strict=False):
+        pointers.add(batch["x"].data_ptr())
+        assert torch.equal(batch["x"], dataset.fetch(sampler.batch_at(i))["x"])
+    assert len(pointers) <= 2 * 4, f"{len(pointers)} distinct buffers for {n} batches: not reused"
+
+
+@pytest.fixture
+def as_worker(monkeypatch):
+    """This process acting as a DataLoader worker (fresh buffer pool) and as the main process."""
+    from clinseq.data import datasets
+
+    monkeypatch.setattr(datasets, "get_worker_info", lambda: object())
+    monkeypatch.setattr(datasets, "_POOL", None)
+    monkeypatch.setattr(datasets, "_RECEIVED", {})
+    return datasets
+
+
+def test_shared_buffer_is_free_only_when_every_tensor_of_the_batch_is_gone(as_worker, ptbxl_store):
+    from multiprocessing.reduction import ForkingPickler
+
+    datasets = as_worker
+    dataset = WindowDataset(ptbxl_store, WINDOW_S, transform=TimeMask(0.2, 2), seed=5)
+    keys = some_keys(ptbxl_store, n=8, seed=3)
+    expected = WindowDataset(ptbxl_store, WINDOW_S, transform=TimeMask(0.2, 2), seed=5)._fetch(keys, False)
+
+    batch = dataset.__getitems__(keys)
+    assert isinstance(batch, datasets._WorkerBatch)
+    buffer = datasets._POOL.buffers[0]
+    assert buffer.state[0] == datasets._IN_USE
+    received = ForkingPickler.loads(ForkingPickler.dumps(batch))  # what the main process gets
+    del batch  # the worker drops its side after sending: the buffer stays taken
+    assert buffer.state[0] == datasets._IN_USE
+    assert type(received) is dict and set(received) == set(expected)
+    for key in expected:
+        assert torch.equal(received[key], expected[key]) and received[key].dtype == expected[key].dtype
+    view = received["x"][:, 0]  # a view keeps the memory, as the loop's own tensors would
+    del received
+    assert buffer.state[0] == datasets._IN_USE
+    del view
+    assert buffer.state[0] == datasets._FREE
+
+    # A batch that is sent a second time reuses the buffer, and its storage is not sent again.
+    again = dataset.__getitems__(keys)
+    assert datasets._POOL.buffers == [buffer] and buffer.state[0] == datasets._IN_USE
+    payload = ForkingPickler.dumps(again)
+    assert len(payload) < 4096  # the buffer's index, not its storage nor the samples
+    received_again = ForkingPickler.loads(payload)
+    assert torch.equal(received_again["x"], expected["x"])
+    # The main process still holds that batch: the next one takes a second buffer; a batch dropped in
+    # the worker without being sent frees its buffer there.
+    dropped = dataset.__getitems__(keys)
+    assert len(datasets._POOL.buffers) == 2
+    del dropped
+    assert datasets._POOL.buffers[1].state[0] == datasets._FREE
+    del received_again
+    assert buffer.state[0] == datasets._FREE
+
+
+def test_shared_buffers_for_new_shapes_adc_units_and_a_full_pool(as_worker, ptbxl_store):
+    """A transform that makes a new tensor (MultiView) is copied into a buffer; ADC batches carry their
+    int16 x and float32 gain/baseline; with every buffer taken a batch goes torch's own way."""
+    from multiprocessing.reduction import ForkingPickler
+
+    from clinseq.data import MultiView
+
+    datasets = as_worker
+    keys = some_keys(ptbxl_store, n=4, seed=4)
+    roundtrip = ForkingPickler.loads
+
+    multi = WindowDataset(ptbxl_store, WINDOW_S, transform=MultiView(GaussianNoise(20.0), 2), seed=2)
+    batch = roundtrip(ForkingPickler.dumps(multi.__getitems__(keys)))
+    assert batch["x"].shape == (4, 2, 12, 250)
+    assert torch.equal(batch["x"], multi._fetch(keys, False)["x"])
+
+    adc = WindowDataset(ptbxl_store, WINDOW_S, units="adc")
+    batch = roundtrip(ForkingPickler.dumps(adc.__getitems__(keys)))
+    assert batch["x"].dtype == torch.int16 and batch["gain"].dtype == torch.float32
+    assert torch.equal(adc_to_physical(batch), WindowDataset(ptbxl_store, WINDOW_S).fetch(keys)["x"])
+
+    plain = WindowDataset(ptbxl_store, WINDOW_S)
+    held = [plain.__getitems__(keys) for _ in range(datasets._MAX_SHARED_BUFFERS + 2)]
+    assert len(datasets._POOL.buffers) == datasets._MAX_SHARED_BUFFERS
+    assert type(held[-1]) is dict and held[-1]["x"].is_shared()  # the fallback: a fresh shared segment
+    assert all(torch.equal(b["x"], plain.fetch(keys)["x"]) for b in held)

@@ -17,6 +17,8 @@ from clinseq.data.event_sequences import (
     EventSequenceDataset,
     ValueNormalizer,
     collate_events,
+    encode_events,
+    window_item,
 )
 from clinseq.timeline.events import EventIndex
 
@@ -133,3 +135,28 @@ def test_random_crops_are_deterministic_under_a_seed(setup: Setup) -> None:
         EventSequenceDataset(index, train, vocab, norm, max_len=0)
     with pytest.raises(ValueError, match="empty list"):
         collate_events([])
+
+
+def test_encode_events_gives_the_datasets_items_bit_for_bit(setup: Setup) -> None:
+    """The one encoding path: a table of events → the item EventSequenceDataset gives for those events."""
+    index, train, other = setup
+    vocab, norm = CodeVocabulary.fit(index, train, min_count=2), ValueNormalizer.fit(index, train)
+    pid = other[0]  # held out: unknown codes and values outside the training statistics occur
+    events = index.patient_events(pid)
+    ds = EventSequenceDataset(index, [pid], vocab, norm, max_len=40)
+    assert events.height > 2 * 40
+    for item, window in ((ds[0], events.head(40)), (ds[1], events.slice(40, 40)), (ds[len(ds) - 1], None)):
+        if window is None:  # the last, short window: its events followed by padding
+            window = events.slice(40 * (len(ds) - 1))
+        ours = encode_events(window, vocab, norm, 40, patient_id=pid)
+        assert ours.keys() == item.keys()
+        for key, value in item.items():
+            np.testing.assert_array_equal(ours[key], value, err_msg=key)
+            assert np.asarray(ours[key]).dtype == np.asarray(value).dtype, key
+    # Longer than max_len: the most recent events are kept (the EHR context before an ECG).
+    tail = encode_events(events, vocab, norm, 40)
+    np.testing.assert_array_equal(tail["codes"], vocab.encode(events["code"].tail(40)))
+    empty = encode_events(events.head(0), vocab, norm, 8)
+    assert not empty["padding_mask"].any() and empty["window_start_us"] == NO_TIME
+    with pytest.raises(ValueError, match="at most max_len=2"):
+        window_item(np.ones(3, np.int64), np.zeros(3, np.int64), np.zeros(3, np.float32), np.ones(3, bool), 2)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import meds
@@ -10,9 +12,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from clinseq.io.meds import export_meds, import_meds
-from clinseq.timeline.events import EVENTS_ARROW, EventIndex
+from clinseq.io.meds import EventStager, StagedEvents, export_meds, import_meds, write_events
+from clinseq.timeline.events import EVENT_SCHEMA, EVENT_SORT, EVENTS_ARROW, EventIndex, sort_events
 from clinseq.utils import SourceError, StoreError
 
 
@@ -73,3 +77,70 @@ def test_import_rejects_bad_meds(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
     with pytest.raises(SourceError, match="no \\*.parquet"):
         import_meds(tmp_path / "empty", tmp_path / "out", progress=False)
+
+
+# -- the shared event writer: staged in any order, batches and files, written in the canonical order ------
+_SUBJECTS = [3, 5, 8, 13, 21, 1 << 40]
+_WRITER_CODES = ["A", "B", "LAB//50912//mg/dL", "LAB//50912//UNK", "é", ""]
+
+
+@st.composite
+def _staged_events(draw: st.DrawFn) -> tuple[pl.DataFrame, list[list[int]], list[int]]:
+    """Events, how they are cut into staged files and batches (row counts), and the shard breaks."""
+    n = draw(st.integers(1, 50))
+    times = st.one_of(
+        st.none(), st.integers(0, 40).map(lambda s: datetime(2150, 1, 1) + timedelta(seconds=s))
+    )
+    rows = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(_SUBJECTS),
+                times,
+                st.sampled_from(_WRITER_CODES),
+                st.one_of(st.none(), st.sampled_from([0.0, -1.5, 2.0])),
+                st.one_of(st.none(), st.sampled_from(["x", "y"])),
+            ),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    events = pl.DataFrame(rows, schema=EVENT_SCHEMA, orient="row")
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=4)))
+    batches = [b - a for a, b in zip([0, *cuts], [*cuts, n], strict=True)]
+    files, start = [], 0
+    for k in draw(st.lists(st.integers(1, 3), min_size=len(batches), max_size=len(batches))):
+        if start < len(batches):
+            files.append(batches[start : start + k])
+            start += k
+    breaks = sorted(draw(st.sets(st.sampled_from(_SUBJECTS[1:]), max_size=3)))
+    return events, files, breaks
+
+
+@given(_staged_events())
+@settings(max_examples=25, deadline=None)
+def test_staged_events_are_written_in_the_canonical_order(case: tuple) -> None:
+    """Code numbers differ between staged files (each numbers its codes in order of appearance): the
+    shards must still hold every event once, in :func:`sort_events` order, whole subjects per shard."""
+    events, files, breaks = case
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        staged, row = [], 0
+        for i, batches in enumerate(files):
+            stager = EventStager(root / "_staging" / f"{i}.arrow", breaks)
+            for size in batches:
+                stager.add(events.slice(row, size))
+                row += size
+            staged.append(StagedEvents.load(stager.finish().path))  # as a resumed run reads it
+        summary = write_events(staged, root, n_shards=len(breaks) + 1, dataset_meta={}, workers=2)
+        expected = sort_events(events)
+        assert pl.from_arrow(_arrow_events(root)).select(EVENT_SORT).equals(expected, null_equal=True)
+        shards = sorted((root / "events" / "data").glob("*.parquet"))
+        written = pl.concat([pl.read_parquet(s) for s in shards])
+        assert written.select(EVENT_SORT).equals(expected, null_equal=True)
+        bounds = [-(1 << 62), *breaks, 1 << 62]
+        for shard in shards:
+            k = int(shard.stem)
+            ids = pl.read_parquet(shard)["subject_id"]
+            assert ids.is_between(bounds[k], bounds[k + 1], closed="left").all()
+        counts = summary.codes.select("code", "count").sort("code")
+        assert counts.equals(events.group_by("code").agg(pl.len().cast(pl.Int64).alias("count")).sort("code"))

@@ -12,6 +12,7 @@ import torch
 
 from clinseq.eval import (
     compare_encoders,
+    compare_encoders_over_seeds,
     evaluate_encoder,
     evaluate_features,
     extract_embeddings,
@@ -148,6 +149,43 @@ def test_compare_encoders_prints_and_writes(ptbxl_store, tmp_path, capsys) -> No
     assert diff == pytest.approx(reports["a"].results[0].auroc.point - reports["b"].results[0].auroc.point)
     assert (tmp_path / "auroc_vs_label_fraction.png").exists()
     assert reports["a"].results[0].C == 0.01 and reports["a"].results[0].details["val_auroc_by_C"] == {}
+
+
+def test_seeds_share_one_embedding_per_encoder_and_equal_separate_runs(
+    ptbxl_store, tmp_path, monkeypatch
+) -> None:
+    import clinseq.eval.report as report_module
+
+    embedded = []
+    extract = report_module.extract_embeddings
+
+    def counting(encoder, *args, **kwargs):
+        embedded.append(encoder)
+        return extract(encoder, *args, **kwargs)
+
+    monkeypatch.setattr(report_module, "extract_embeddings", counting)
+    encoders = {"a": _encoder(1), "b": _encoder(2)}
+    options = {"n_boot": 50, "progress": False, "print_table": False}
+    over = compare_encoders_over_seeds(
+        encoders, ptbxl_store, TASK, (0.1, 1.0), seeds=[0, 5], out_dir=tmp_path / "over", **options
+    )
+    assert embedded == [encoders["a"], encoders["b"]]  # once per encoder, for both seeds and fractions
+    for seed in (0, 5):
+        single = compare_encoders(
+            encoders, ptbxl_store, TASK, (0.1, 1.0), seed=seed, out_dir=tmp_path / f"single{seed}", **options
+        )
+        assert json.dumps({n: r.to_dict() for n, r in over[seed].items()}) == json.dumps(
+            {n: r.to_dict() for n, r in single.items()}
+        )
+        name = f"eval_{TASK}.json"
+        assert (tmp_path / "over" / f"seed{seed}" / name).read_bytes() == (
+            tmp_path / f"single{seed}" / name
+        ).read_bytes()
+    assert len(embedded) == 2 + 2 * 2  # the separate runs embed again, each of them
+    drawn = [set(over[s]["a"].result(0.1).train_patient_ids.tolist()) for s in (0, 5)]
+    assert drawn[0] != drawn[1]  # the seeds do draw different label subsets
+    with pytest.raises(ConfigError, match="seeds must differ"):
+        compare_encoders_over_seeds(encoders, ptbxl_store, TASK, seeds=[1, 1])
 
 
 def test_fine_tune_method(ptbxl_store) -> None:

@@ -30,11 +30,11 @@ gin = importlib.import_module("clinseq.kernels.grouped_info_nce")
 _POINTERS = {
     # forward
     "Q": "x", "K": "x", "QID": "id", "KID": "id", "QGRP": "id", "KGRP": "id", "TAU": "*fp32",
-    "LOSS": "*fp32", "LSE": "*fp32", "PCNT": "*i32",
+    "LOSS": "*fp32", "LSE": "*fp32", "PCNT": "*i32", "COL_LO": "*i32", "COL_HI": "*i32", "TILES": "*i32",
     # backward
     "X": "x", "Y": "x", "XID": "id", "YID": "id", "XGRP": "id", "YGRP": "id", "LSE_X": "*fp32",
     "A_X": "*fp32", "B_X": "*fp32", "LSE_Y": "*fp32", "A_Y": "*fp32", "B_Y": "*fp32", "GSCALE": "*fp32",
-    "DX": "x", "TAU_ROWS": "*fp32",
+    "DX": "x", "TAU_ROWS": "*fp32", "Y_LO": "*i32", "Y_HI": "*i32",
 }  # fmt: skip
 _CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
@@ -73,6 +73,7 @@ def compile_variant(
             EXCLUDE_SELF=exclude_self,
             HAS_GROUPS=groups,
             NORMALIZED=False,
+            COUNT_TILES=False,
             BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n,
             BLOCK_D=cfg.block_d,
@@ -90,6 +91,7 @@ def compile_variant(
             SYMMETRIC=symmetric,
             STORE_DX=True,
             TAU_GRAD=rows_are_q,
+            COUNT_TILES=False,
             BLOCK_X=block_x,
             BLOCK_Y=block_y,
             BLOCK_D=cfg.block_d,

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from clinseq.data.event_sequences import EventSequenceDataset
+from clinseq.data.event_sequences import EventSequenceDataset, encode_events
 from clinseq.objectives import CLOCS, CrossModalCLIP
 from clinseq.timeline import TimelineStore
 from clinseq.train import build_data, load_config
-from clinseq.train.ehr import PatientEventPairs, encode_event_window
+from clinseq.train.ehr import PatientEventPairs
 from clinseq.train.tasks import CLOCSTask, ECGEHRTask, PerLeadEncoder
 from clinseq.utils import ConfigError
 
@@ -46,13 +46,45 @@ def test_ehr_context_encoding_matches_the_event_sequence_dataset(mimic_demo_stor
     # The dataset's second non-overlapping window (events 64..127) against our encoding of those events.
     ds = EventSequenceDataset(store.event_index, [pid], pairs.vocab, pairs.normalizer, max_len=64)
     item = ds[1]
-    ours = encode_event_window(events.slice(64, 64), pairs.vocab, pairs.normalizer, 64)
+    ours = encode_events(events.slice(64, 64), pairs.vocab, pairs.normalizer, 64)
     for key in ("codes", "time_delta_s", "values", "value_mask", "padding_mask"):
         np.testing.assert_array_equal(ours[key], item[key], err_msg=key)
     assert (ours["window_start_us"], ours["window_end_us"]) == (
         item["window_start_us"],
         item["window_end_us"],
     )
+
+
+def test_event_crops_follow_the_epoch_in_persistent_workers(mimic_demo_store: Path) -> None:
+    """EHR crops depend on the epoch; workers that persist across epochs must still see each batch's."""
+    recipe = RECIPES / "mimic_iv" / "patient_contrast.yaml"
+    store = TimelineStore.open(mimic_demo_store)
+
+    def crops(num_workers: int) -> list[dict[int, torch.Tensor]]:
+        overrides = [f"data.store={mimic_demo_store}", f"data.num_workers={num_workers}"]
+        config = load_config(recipe, profile="smoke", overrides=overrides)
+        loader = build_data(config, store).loader
+        try:
+            out = []
+            for epoch in range(3):
+                first_crop = {}  # patient → codes of its first window, whichever batch it fell in
+                for batch in loader.iterate(epoch):
+                    half = len(batch["patient_id"]) // 2
+                    first_crop.update(
+                        zip(batch["patient_id"][:half].tolist(), batch["codes"][:half], strict=True)
+                    )
+                out.append(first_crop)
+            return out
+        finally:
+            loader.close()
+
+    in_process, workers = crops(0), crops(2)
+    for epoch in range(3):
+        assert in_process[epoch].keys() == workers[epoch].keys()
+        for pid, codes in in_process[epoch].items():
+            assert torch.equal(codes, workers[epoch][pid]), (epoch, pid)
+    both = in_process[0].keys() & in_process[1].keys()
+    assert any(not torch.equal(in_process[0][p], in_process[1][p]) for p in both)  # a new crop each epoch
 
 
 def test_ecg_ehr_on_a_store_without_events_says_what_it_needs(ptbxl_store) -> None:

@@ -63,6 +63,9 @@ def test_set_values_are_parsed_as_yaml() -> None:
         ("data.channels=I", "data.channels: expected a list of str or null, got 'I'"),
         ("train.max_steps=0", "train.max_steps: expected an integer >= 1, got 0"),
         ("optim.betas=[0.9]", "optim.betas: expected two values in [0, 1), got [0.9]"),
+        ("data.prefetch_factor=0", "data.prefetch_factor: expected >= 1, got 0"),
+        ("data.pin_memory=yes please", "data.pin_memory: expected bool or null, got 'yes please'"),
+        ("eval.seeds=[0, 0]", "eval.seeds: expected one or more different seeds, got [0, 0]"),
         ("optim", "--set expects key=value"),
     ],
 )

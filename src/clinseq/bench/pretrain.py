@@ -5,7 +5,8 @@ The recipes' own configuration (``recipes/ptbxl/pclr.yaml`` and ``cpc.yaml`` of 
 (``prepare_store``, ``build_data``, ``task_class(...).build``, ``Trainer``) and stepped with
 ``Trainer.train_step`` — the step ``clinseq pretrain`` runs: batch to the device, autocast forward
 (views inside the task), backward, gradient clipping, AdamW, the schedule. Batches come from the recipe's
-``EpochLoader`` over epochs, exactly as in ``Trainer.fit`` (a new ``DataLoader`` per epoch).
+``EpochLoader`` over epochs, exactly as in ``Trainer.fit`` (one ``DataLoader`` with persistent workers
+that read ahead across epochs).
 
 Configurations: ``pclr`` (the recipe: Ribeiro ResNet, 256 patients × 2 windows of 5 s, no views, as in
 the paper), ``pclr+views`` (the same with an ECG augmentation chain run on the device by the task:
@@ -27,7 +28,11 @@ Per configuration, after ``warmup`` steps (worker start-up, autotuning), ``steps
   wall time the main process spends inside the step rather than waiting for data;
 - ``compute_only_step_ms``: the same step repeated on one batch already in memory (no loader), the time a
   step takes when data are free; ``loader_overhead`` = step_ms / compute_only_step_ms − 1;
-- ``epochs_started``: epochs (each a new ``DataLoader``, so worker start-up) begun during the timed steps.
+- ``loader_only_ms_per_batch``: the loader alone, batches pulled back to back with no step (after its
+  read-ahead queue is drained): the sustained supply; a step slower than this never waits for data
+  (on a machine where the workers do not share the step's cores);
+- ``epochs_started``: epochs begun during the timed steps; ``loader_restarts``: how often the batch stream
+  was (re)started (1: one ``DataLoader`` and one set of workers for the whole run).
 
 Writes ``pretrain_<device>.json`` and a PNG of the step time split into compute and loader wait.
 """
@@ -95,7 +100,9 @@ def _batch_size(batch: Any) -> int:
     return int(batch["x"].shape[0])
 
 
-def _measure(trainer: Any, loader: Any, warmup: int, steps: int, compute_steps: int) -> dict[str, Any]:
+def _measure(
+    trainer: Any, loader: Any, warmup: int, steps: int, compute_steps: int, loader_batches: int
+) -> dict[str, Any]:
     import torch
 
     from clinseq.bench.timing import synchronize
@@ -138,6 +145,14 @@ def _measure(trainer: Any, loader: Any, warmup: int, steps: int, compute_steps: 
     synchronize(device)
     compute_s = (time.perf_counter() - t) / max(compute_steps, 1)
     step_s = wall / steps
+    # The loader alone: first drain what it read ahead during the steps, then time back-to-back batches.
+    workers = getattr(loader, "num_workers", 0)
+    for _ in range(workers * getattr(loader, "prefetch_factor", 0)):
+        next(batches)
+    t = time.perf_counter()
+    for _ in range(loader_batches):
+        next(batches)
+    loader_only_s = (time.perf_counter() - t) / max(loader_batches, 1)
     return {
         "batch": _batch_size(batch),
         "steps": steps,
@@ -148,7 +163,9 @@ def _measure(trainer: Any, loader: Any, warmup: int, steps: int, compute_steps: 
         "busy_fraction": min(busy / wall, 1.0),
         "compute_only_step_ms": compute_s * 1e3 if compute_steps else None,
         "loader_overhead": step_s / compute_s - 1 if compute_steps else None,
+        "loader_only_ms_per_batch": loader_only_s * 1e3 if loader_batches else None,
         "epochs_started": epoch - first_epoch,
+        "loader_restarts": getattr(loader, "restarts", None),
         "warmup_s": warmup_s,
     }
 
@@ -162,15 +179,16 @@ def run(
     warmup: int | None = None,
     steps: int | None = None,
     compute_steps: int | None = None,
+    loader_batches: int | None = None,
     num_workers: int | None = None,
     recipes: str | Path | None = None,
     threads: int | None = None,
 ) -> dict[str, Any]:
     """Measure the pretraining step of each configuration (see the module docstring).
 
-    Defaults: every configuration; CUDA 5 warm-up + 30 timed + 10 compute-only steps; CPU 2 + 3 + 2 (one
-    torch thread, per-core figures); ``quick``: ``pclr+views`` and ``cpc``, 1 + 3 + 2 steps with the smoke
-    profile. ``num_workers`` overrides the recipe's.
+    Defaults: every configuration; CUDA 5 warm-up + 30 timed + 10 compute-only steps + 50 loader-only
+    batches; CPU 2 + 3 + 2 + 10 (one torch thread, per-core figures); ``quick``: ``pclr+views`` and
+    ``cpc``, 1 + 3 + 2 + 10 with the smoke profile. ``num_workers`` overrides the recipe's.
     Returns ``{"json": path, "figures": [...], "result": payload}``.
     """
     import torch
@@ -193,6 +211,7 @@ def run(
     warmup = warmup if warmup is not None else (5 if cuda else (1 if quick else 2))
     steps = steps or (30 if cuda else 3)
     compute_steps = compute_steps if compute_steps is not None else (10 if cuda else 2)
+    loader_batches = loader_batches if loader_batches is not None else (50 if cuda else 10)
     if not cuda:
         torch.set_num_threads(threads or 1)
     tmp = Path(tempfile.mkdtemp(prefix="clinseq-bench-"))
@@ -226,7 +245,10 @@ def run(
                 f"workers, {len(data.loader)} batches per epoch",
                 flush=True,
             )
-            result = _measure(trainer, data.loader, warmup, steps, compute_steps)
+            try:
+                result = _measure(trainer, data.loader, warmup, steps, compute_steps, loader_batches)
+            finally:
+                data.loader.close()  # its workers would otherwise run on into the next configuration
             rows.append(
                 {
                     "config": name,
@@ -234,6 +256,7 @@ def run(
                     "encoder": config.model.encoder,
                     "window_s": config.data.window_s,
                     "num_workers": config.data.num_workers,
+                    "prefetch_factor": config.data.prefetch_factor,
                     "batches_per_epoch": len(data.loader),
                     "precision": str(trainer.autocast_dtype or "fp32").replace("torch.", ""),
                     **result,
@@ -249,6 +272,7 @@ def run(
                     "loader_wait_ms",
                     "busy_fraction",
                     "compute_only_step_ms",
+                    "loader_only_ms_per_batch",
                 ],
             )
             del trainer, task, data
@@ -268,7 +292,9 @@ def run(
         "busy_fraction",
         "compute_only_step_ms",
         "loader_overhead",
+        "loader_only_ms_per_batch",
         "epochs_started",
+        "loader_restarts",
     ]
     print_table(rows, columns, title=f"pretraining step on {device} (busy_fraction = {busy_name})")
     tag = device_tag(device)
@@ -280,6 +306,7 @@ def run(
             "warmup": warmup,
             "steps": steps,
             "compute_steps": compute_steps,
+            "loader_batches": loader_batches,
             "cpu_threads": None if cuda else torch.get_num_threads(),
         },
         "results": rows,
@@ -296,7 +323,11 @@ def run(
             "busy_fraction": "fraction of wall time (see busy_fraction_means)",
             "compute_only_step_ms": "milliseconds per step on a batch already in memory",
             "loader_overhead": "step_ms / compute_only_step_ms - 1 (0 = the loader costs nothing)",
+            "loader_only_ms_per_batch": "milliseconds per batch pulled from the loader with no step",
             "epochs_started": "epochs begun during the timed steps",
+            "loader_restarts": "times the loader's batch stream was (re)started",
+            "loader_batches": "batches of the loader-only measurement",
+            "prefetch_factor": "batches each loader worker reads ahead",
             "warmup_s": "seconds of the warm-up steps (worker start-up included)",
             "warmup": "untimed steps",
             "compute_steps": "steps of the compute-only measurement",

@@ -10,12 +10,24 @@ transform (views are vectorised over the batch). :func:`collate_windows` then on
 
 Randomness (crops of ``start == RANDOM_START`` keys, transforms) is seeded from ``(dataset seed, the
 batch's keys)``, so it is the same whatever ``num_workers`` is and differs between batches.
+
+Transfer from ``DataLoader`` workers: torch sends a tensor to the main process by moving it into a fresh
+shared-memory segment, which costs a page fault per 4 KiB in the worker (and a new mapping in the main
+process) for every batch. A worker here reads each batch into one of a few shared buffers it keeps and
+reuses (:class:`_BufferPool`); the batch pickles as ``(buffer, shape)`` — the buffer's file descriptor
+only the first time — and the main process rebuilds a plain ``dict`` of tensors over its own long-lived
+mapping of that buffer. A buffer is reused only after every tensor (and view) of the batch built on it
+in the main process is gone, so a batch the training loop keeps is never overwritten; when all buffers
+are taken (the loop holds many batches), a batch is sent the usual way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
+import secrets
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -154,8 +166,25 @@ class WindowDataset(Dataset):
             )
         dtypes = rec["sample_dtype"].unique().to_list() if "sample_dtype" in rec.columns else ["float32"]
         self._adc_dtype = np.dtype(dtypes[0]) if len(dtypes) == 1 else np.dtype(np.float32)
+        adc_dtype = torch.from_numpy(np.empty(0, self._adc_dtype)).dtype
+        self._out_dtype = torch.float32 if units == "physical" else adc_dtype
         # Channel-index arguments for read_window: None (all, a pure view) when nothing is selected.
         self._all_channels = channels is None
+        self._base_t, self._inv_gain_t = torch.from_numpy(self._baseline), torch.from_numpy(self._inv_gain)
+        # Per process (memory maps are per process): each recording's ADC samples as a (C, n_samples) view
+        # of the store's map, made on first use, so that a window is one slice (no read_window call).
+        self._views_pid = -1
+        self._adc_views: list[np.ndarray | None] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_views_pid=-1, _adc_views=[])  # views of this process's maps: never pickled
+        return state
+
+    def _recording_views(self) -> list[np.ndarray | None]:
+        if self._views_pid != os.getpid():  # first use, or a forked worker: the store maps anew
+            self._views_pid, self._adc_views = os.getpid(), [None] * len(self._recording_ids)
+        return self._adc_views
 
     @staticmethod
     def _resolve_channels(
@@ -227,7 +256,8 @@ class WindowDataset(Dataset):
         return WindowKey(int(item[0]), int(item[1]))
 
     def __getitem__(self, item: WindowKey | tuple[int, int] | int) -> dict[str, Any]:
-        batch = self.fetch([self._as_key(item)])
+        # One item is stacked into a batch by the collate function anyway: no shared buffer for it.
+        batch = self._fetch([self._as_key(item)], share=False)
         return {
             "x": batch["x"][0],
             **{k: int(v[0]) for k, v in batch.items() if k in ("patient_id", "recording_id", "start")},
@@ -236,7 +266,7 @@ class WindowDataset(Dataset):
 
     def __getitems__(self, keys: Sequence[WindowKey | tuple[int, int] | int]) -> dict[str, torch.Tensor]:
         """The whole batch at once (called by ``DataLoader`` with a batch sampler)."""
-        return self.fetch(keys)
+        return self._fetch(keys, share=True)
 
     # -- batched read -------------------------------------------------------------------------------
     def _key_array(self, keys: Sequence[WindowKey | tuple[int, int] | int]) -> np.ndarray:
@@ -257,7 +287,13 @@ class WindowDataset(Dataset):
 
         Returns ``x`` (B, C, T) and int64 (B,) ``patient_id``, ``recording_id``, ``start`` (the start
         actually read, random ones resolved); with ``units="adc"`` also float32 ``gain``/``baseline``.
+        In a ``DataLoader`` worker ``x`` lives in a reusable shared buffer (see the module docstring).
         """
+        return self._fetch(keys, share=True)
+
+    def _fetch(
+        self, keys: Sequence[WindowKey | tuple[int, int] | int], share: bool
+    ) -> dict[str, torch.Tensor]:
         key_array = self._key_array(keys)
         n, length = len(key_array), self.window_n_samples
         rids, starts = key_array[:, 0], key_array[:, 1].copy()
@@ -290,20 +326,26 @@ class WindowDataset(Dataset):
             )
 
         physical = self.units == "physical"
-        out_tensor = _batch_tensor((n, self.n_channels, length), np.float32 if physical else self._adc_dtype)
-        out = out_tensor.numpy()
+        shape = (n, self.n_channels, length)
+        lease, out_tensor, out = _allocate(shape, self._out_dtype, share)
+        views = self._recording_views()
         masked = []
-        for i in range(n):
-            row = rows[i]
+        for i, (row, start) in enumerate(zip(rows.tolist(), starts.tolist(), strict=True)):
             if physical and self._has_invalid[row]:
                 masked.append(i)
                 continue
-            ch = None if self._all_channels else self._channel_index[row]
-            out[i] = self.store.read_window(int(self._recording_ids[row]), int(starts[i]), length, ch, "adc")
+            view = views[row]
+            if view is None:
+                view = views[row] = self.store.read_recording(int(self._recording_ids[row]), units="adc")
+            # ADC values, cast to float32 on the way when physical (exact for 16-bit integers).
+            if self._all_channels:
+                out[i] = view[:, start : start + length]
+            else:
+                out[i] = view[self._channel_index[row], start : start + length]
         if physical:
-            # One vectorised (adc - baseline) / gain over the whole batch.
-            out -= self._baseline[rows][:, :, None]
-            out *= self._inv_gain[rows][:, :, None]  # the store's own (x - baseline) · (1/gain), bit for bit
+            # (adc - baseline) · (1/gain), the store's own formula and float32 roundings, bit for bit, in two
+            # torch passes over the batch (numpy's broadcasting in place is several times slower).
+            out_tensor.sub_(self._base_t[rows].unsqueeze(2)).mul_(self._inv_gain_t[rows].unsqueeze(2))
             for i in masked:
                 row = rows[i]
                 ch = None if self._all_channels else self._channel_index[row]
@@ -323,18 +365,226 @@ class WindowDataset(Dataset):
                 batch["x"] = self.transform.apply_(batch["x"], generator)
             else:
                 batch["x"] = self.transform(batch["x"], generator=generator)
-        return batch
+        if lease.buffer is None:
+            return batch
+        x = batch["x"]
+        if not lease.holds(x):
+            # The transform made a new tensor (MultiView, RandomCrop): one copy into a shared buffer is
+            # still far cheaper than the fresh segment torch would fill for it.
+            del out, out_tensor  # frees the first buffer
+            lease, batch["x"], _ = _allocate(tuple(x.shape), x.dtype, share)
+            batch["x"].copy_(x)
+            if lease.buffer is None:
+                return batch
+        return _WorkerBatch(batch, lease)
 
 
-def _batch_tensor(shape: tuple[int, ...], dtype: np.dtype | type) -> torch.Tensor:
-    """An empty tensor for a batch; in a ``DataLoader`` worker it lives in shared memory already, so
-    sending it to the main process does not copy it again (as torch's own default_collate does)."""
-    torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch_dtype)
-    proto = torch.empty(0, dtype=torch_dtype)
-    storage = proto._typed_storage()._new_shared(math.prod(shape), device=proto.device)
-    return proto.new(storage).view(shape)
+# -- moving batches out of DataLoader workers ---------------------------------------------------------------
+#: Buffers one worker keeps: ``prefetch_factor`` (2) batches queued, the one the loop holds and the one it
+#: is about to drop, plus room; beyond that a batch goes the usual way (a fresh shared segment).
+_MAX_SHARED_BUFFERS = 6
+#: Each buffer starts with a 64-byte header (its int32 state word), so the batch stays 64-byte aligned.
+_HEADER_BYTES = 64
+_FREE, _IN_USE = 0, 1
+#: Other tensors of a batch up to this size (ids, starts, gains) travel inside the pickle.
+_INLINE_BYTES = 1 << 20
+
+
+class _SharedBuffer:
+    """One reusable shared-memory buffer of a worker: header (state word) + ``capacity`` bytes."""
+
+    __slots__ = ("announced", "capacity", "index", "state", "storage", "whole")
+
+    def __init__(self, index: int, capacity: int) -> None:
+        self.index, self.capacity = index, capacity
+        self.storage = torch.UntypedStorage._new_shared(_HEADER_BYTES + capacity)
+        self.whole = torch.empty(0, dtype=torch.uint8).set_(self.storage).numpy()
+        self.state = self.whole[:4].view(np.int32)  # _FREE or _IN_USE; the main process frees it
+        self.state[0] = _FREE
+        self.announced = False  # whether the main process has been sent the storage (its fd)
+
+
+class _BufferPool:
+    """The shared buffers of one worker process, created on demand (at most ``_MAX_SHARED_BUFFERS``)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.token = (self.pid, secrets.randbits(62))  # pid: to forget exited workers; random: pid reuse
+        self.buffers: list[_SharedBuffer] = []
+
+    def acquire(self, nbytes: int) -> _SharedBuffer | None:
+        """The smallest free buffer of at least ``nbytes`` (marked in use), a new one, or None."""
+        free = [b for b in self.buffers if b.capacity >= nbytes and b.state[0] == _FREE]
+        if free:
+            buffer = min(free, key=lambda b: b.capacity)
+        elif len(self.buffers) < _MAX_SHARED_BUFFERS:
+            buffer = _SharedBuffer(len(self.buffers), nbytes)
+            self.buffers.append(buffer)
+        else:
+            return None
+        buffer.state[0] = _IN_USE
+        return buffer
+
+
+_POOL: _BufferPool | None = None
+
+
+def _worker_pool() -> _BufferPool:
+    global _POOL
+    if _POOL is None or _POOL.pid != os.getpid():  # a forked child starts its own pool
+        _POOL = _BufferPool()
+    return _POOL
+
+
+class _Lease:
+    """A batch tensor's memory: a shared ``buffer`` (or None: private memory) and what was put in it.
+
+    It holds no reference to the tensor, so that the tensor's lifetime decides when the buffer is free.
+    """
+
+    __slots__ = ("buffer", "data_ptr", "dtype", "shape", "shipped")
+
+    def __init__(self, tensor: torch.Tensor, buffer: _SharedBuffer | None) -> None:
+        self.buffer, self.shipped = buffer, False
+        self.data_ptr, self.shape, self.dtype = tensor.data_ptr(), tuple(tensor.shape), tensor.dtype
+
+    def holds(self, x: Any) -> bool:
+        """Whether ``x`` is exactly the tensor this lease handed out (same memory, shape, dtype)."""
+        return (
+            isinstance(x, torch.Tensor)
+            and x.device.type == "cpu"
+            and x.data_ptr() == self.data_ptr
+            and tuple(x.shape) == self.shape
+            and x.dtype == self.dtype
+            and x.is_contiguous()
+        )
+
+
+def _allocate(
+    shape: tuple[int, ...], dtype: torch.dtype, share: bool
+) -> tuple[_Lease, torch.Tensor, np.ndarray | None]:
+    """An empty batch tensor, its lease and its numpy view (None where numpy lacks the dtype).
+
+    In a shared buffer when ``share`` and in a ``DataLoader`` worker; else private memory (in a worker
+    whose buffers are all taken, a fresh shared segment, which torch then sends without another copy).
+    """
+    nbytes = math.prod(shape) * dtype.itemsize
+    in_worker = get_worker_info() is not None
+    buffer = _worker_pool().acquire(nbytes) if share and in_worker and nbytes > 0 else None
+    if buffer is not None:
+        data = buffer.whole[_HEADER_BYTES : _HEADER_BYTES + nbytes]
+        # from_numpy keeps ``data`` alive exactly as long as the tensor's storage (all views included).
+        tensor = torch.from_numpy(data).view(dtype).view(shape)
+        lease = _Lease(tensor, buffer)
+        weakref.finalize(data, _release_unless_shipped, buffer.state, lease).atexit = False
+    else:
+        if in_worker and nbytes > 0:
+            storage = torch.UntypedStorage._new_shared(nbytes)
+            tensor = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+        else:
+            tensor = torch.empty(shape, dtype=dtype)
+        lease = _Lease(tensor, None)
+    try:
+        array = tensor.numpy()
+    except TypeError:  # bfloat16 and other dtypes numpy lacks
+        array = None
+    return lease, tensor, array
+
+
+def _release_unless_shipped(state: np.ndarray, lease: _Lease) -> None:
+    """In the worker: a batch dropped without being sent frees its buffer (the main process frees sent
+    ones)."""
+    if not lease.shipped:
+        state[0] = _FREE
+
+
+def _set_free(state: np.ndarray) -> None:
+    state[0] = _FREE
+
+
+class _WorkerBatch(dict):
+    """A batch read in a ``DataLoader`` worker into a shared buffer: a plain ``dict`` to the worker's code;
+    pickled (to the main process) as the buffer's index, it is rebuilt there as a plain ``dict``."""
+
+    def __init__(self, batch: Mapping[str, Any], lease: _Lease) -> None:
+        super().__init__(batch)
+        self._lease = lease
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        lease, x = self._lease, self.get("x")
+        buffer = lease.buffer
+        if buffer is None or lease.shipped or not lease.holds(x):
+            return dict, (dict(self),)  # x replaced or sent before: torch's own transfer
+        values: dict[str, Any] = {}
+        tensor_keys = []
+        for key, value in self.items():
+            if key == "x":
+                continue
+            small = isinstance(value, torch.Tensor) and value.device.type == "cpu"
+            if small and value.nbytes <= _INLINE_BYTES:
+                try:
+                    value = value.numpy()
+                    tensor_keys.append(key)
+                except (TypeError, RuntimeError):  # bfloat16, requires_grad: torch pickles it
+                    pass
+            values[key] = value
+        storage = None if buffer.announced else buffer.storage
+        buffer.announced, lease.shipped = True, True
+        args = (_worker_pool().token, buffer.index, storage, lease.dtype, lease.shape, values, tensor_keys)
+        return _rebuild_worker_batch, (*args, list(self))
+
+
+#: In the main process: the buffers of each worker (pool token → index → uint8 array over the mapping).
+_RECEIVED: dict[tuple[int, int], dict[int, np.ndarray]] = {}
+
+
+def _forget_exited_workers() -> None:
+    """Drop the mappings of workers that have exited (batches still held keep their own memory)."""
+    for token in list(_RECEIVED):
+        try:
+            os.kill(token[0], 0)
+        except ProcessLookupError:
+            del _RECEIVED[token]
+        except PermissionError:  # a process of another user now has that pid: ours is gone
+            del _RECEIVED[token]
+
+
+def _rebuild_worker_batch(
+    token: tuple[int, int],
+    index: int,
+    storage: torch.UntypedStorage | None,
+    dtype: torch.dtype,
+    shape: tuple[int, ...],
+    values: dict[str, Any],
+    tensor_keys: list[str],
+    keys: list[str],
+) -> dict[str, Any]:
+    """In the main process: the batch as a plain ``dict`` of tensors, ``x`` over the worker's buffer.
+
+    When the last tensor (or view) of that memory is gone, the buffer is marked free for the worker.
+    """
+    buffers = _RECEIVED.get(token)
+    if buffers is None:
+        _forget_exited_workers()
+        buffers = _RECEIVED.setdefault(token, {})
+    if storage is not None:
+        buffers[index] = torch.empty(0, dtype=torch.uint8).set_(storage).numpy()
+    whole = buffers.get(index)
+    if whole is None:
+        raise StoreError(
+            f"a batch from DataLoader worker {token[0]} refers to shared buffer {index}, which this process "
+            "was never sent: batches of WindowDataset workers must be unpickled by the process that "
+            "iterates the DataLoader"
+        )
+    nbytes = math.prod(shape) * dtype.itemsize
+    data = whole[_HEADER_BYTES : _HEADER_BYTES + nbytes]
+    weakref.finalize(data, _set_free, whole[:4].view(np.int32)).atexit = False
+    x = torch.from_numpy(data).view(dtype).view(shape)
+    tensors = set(tensor_keys)
+    return {
+        key: x if key == "x" else torch.from_numpy(values[key]) if key in tensors else values[key]
+        for key in keys
+    }
 
 
 def collate_windows(
@@ -345,8 +595,8 @@ def collate_windows(
     ``x`` is stacked to (B, C, T); ``patient_id``, ``recording_id`` and ``start`` become int64 (B,)
     tensors; ``gain``/``baseline`` (ADC units) are stacked to (B, C).
     """
-    if isinstance(items, Mapping):  # __getitems__ already built the batch
-        return dict(items)
+    if isinstance(items, Mapping):  # __getitems__ already built the batch (kept as is: see _WorkerBatch)
+        return items if isinstance(items, dict) else dict(items)
     if len(items) == 0:
         raise ConfigError("cannot collate an empty batch; check the sampler's batch size")
     batch = {"x": torch.stack([torch.as_tensor(item["x"]) for item in items])}

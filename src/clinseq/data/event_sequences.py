@@ -20,6 +20,10 @@ key                    shape/dtype   meaning
 
 Statistics (vocabulary counts, μ and σ) are fitted on the training split's patients only, so nothing
 about validation or test patients leaks into the inputs.
+
+One item layout for every producer: :func:`window_item` pads encoded events into an item;
+:class:`EventSequenceDataset` feeds it slices of its pre-encoded timelines, and :func:`encode_events`
+encodes any events table (e.g. the EHR context before an ECG) and feeds it the same way.
 """
 
 from __future__ import annotations
@@ -239,34 +243,95 @@ class EventSequenceDataset(Dataset):
             rng = np.random.default_rng((self.seed, self.epoch, item))
             start = int(rng.integers(0, n - self.max_len + 1))
         a, b = lo + start, min(lo + start + self.max_len, hi)
-        k, L = b - a, self.max_len
-        codes = np.zeros(L, np.int64)
-        codes[:k] = self._codes[a:b]
-        times = self._times[a:b]
-        timed = times != NO_TIME
-        delta = np.zeros(L, np.float32)
-        if k > 1:
-            # Seconds since the previous event; 0 where either side is a static (null-time) event.
-            d = (times[1:] - times[:-1]) / 1e6
-            d[~(timed[1:] & timed[:-1])] = 0.0
-            delta[1:k] = d
-        values = np.zeros(L, np.float32)
-        values[:k] = self._values[a:b]
-        value_mask = np.zeros(L, bool)
-        value_mask[:k] = self._masks[a:b]
-        padding = np.zeros(L, bool)
-        padding[:k] = True
-        timed_times = times[timed]
-        return {
-            "codes": codes,
-            "time_delta_s": delta,
-            "values": values,
-            "value_mask": value_mask,
-            "padding_mask": padding,
-            "patient_id": int(self.patient_ids[p]),
-            "window_start_us": int(timed_times[0]) if len(timed_times) else int(NO_TIME),
-            "window_end_us": int(timed_times[-1]) if len(timed_times) else int(NO_TIME),
-        }
+        return window_item(
+            self._codes[a:b],
+            self._times[a:b],
+            self._values[a:b],
+            self._masks[a:b],
+            self.max_len,
+            patient_id=int(self.patient_ids[p]),
+        )
+
+
+def window_item(
+    codes: np.ndarray,
+    times_us: np.ndarray,
+    values: np.ndarray,
+    value_mask: np.ndarray,
+    max_len: int,
+    patient_id: int = 0,
+) -> dict[str, np.ndarray | int]:
+    """One item of the batch contract (module docstring) from k ≤ ``max_len`` encoded events in order.
+
+    Args:
+        codes: (k,) int64 vocabulary indices.
+        times_us: (k,) int64 event times in µs since 1970-01-01, ``NO_TIME`` for static events.
+        values: (k,) float32 normalised values (0 where absent); value_mask: (k,) bool.
+        max_len: the padded length L.
+        patient_id: the subject.
+
+    Returns:
+        ``codes``, ``time_delta_s``, ``values``, ``value_mask``, ``padding_mask`` padded to L, and
+        ``patient_id``, ``window_start_us``, ``window_end_us``.
+    """
+    k, L = len(codes), int(max_len)
+    if k > L:
+        raise ValueError(f"a window holds at most max_len={L} events, got {k}: pass the last {L} of them")
+    out_codes = np.zeros(L, np.int64)
+    out_codes[:k] = codes
+    timed = times_us != NO_TIME
+    delta = np.zeros(L, np.float32)
+    if k > 1:
+        # Seconds since the previous event; 0 where either side is a static (null-time) event.
+        d = (times_us[1:] - times_us[:-1]) / 1e6
+        d[~(timed[1:] & timed[:-1])] = 0.0
+        delta[1:k] = d
+    out_values = np.zeros(L, np.float32)
+    out_values[:k] = values
+    out_mask = np.zeros(L, bool)
+    out_mask[:k] = value_mask
+    padding = np.zeros(L, bool)
+    padding[:k] = True
+    timed_times = times_us[timed]
+    return {
+        "codes": out_codes,
+        "time_delta_s": delta,
+        "values": out_values,
+        "value_mask": out_mask,
+        "padding_mask": padding,
+        "patient_id": int(patient_id),
+        "window_start_us": int(timed_times[0]) if len(timed_times) else int(NO_TIME),
+        "window_end_us": int(timed_times[-1]) if len(timed_times) else int(NO_TIME),
+    }
+
+
+def encode_events(
+    events: pl.DataFrame,
+    vocab: CodeVocabulary,
+    normalizer: ValueNormalizer,
+    max_len: int,
+    patient_id: int = 0,
+) -> dict[str, np.ndarray | int]:
+    """The last ``max_len`` of a patient's ``events`` as one item, encoded as ``EventSequenceDataset`` does.
+
+    Args:
+        events: MEDS columns ``code``, ``time`` (datetime or int64 µs; null = static) and
+            ``numeric_value``, in time order (e.g. ``store.patient(pid).events()`` or
+            ``store.context_events(...)``).
+        vocab, normalizer: fitted on the training patients.
+        max_len: events per window; earlier events are left out.
+        patient_id: the subject recorded in the item.
+
+    Returns:
+        the item of :func:`window_item`: codes through ``vocab`` (unknown → ``UNK``), values z-scored per
+        code by ``normalizer``, seconds between consecutive timed events, padding to ``max_len``.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1 event, got {max_len}")
+    events = events.tail(max_len)
+    times = events["time"].cast(pl.Int64).fill_null(NO_TIME).to_numpy()
+    values, value_mask = normalizer.transform(events["code"], events["numeric_value"])
+    return window_item(vocab.encode(events["code"]), times, values, value_mask, max_len, patient_id)
 
 
 def collate_events(items: Sequence[dict[str, np.ndarray | int]]) -> dict[str, torch.Tensor]:

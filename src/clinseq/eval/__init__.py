@@ -9,6 +9,7 @@
 ``evaluate_encoder``               the whole protocol for one encoder at 1/10/100 % labels → ProbeReport
 ``evaluate_features``              the same linear-probe protocol on precomputed features
 ``compare_encoders``               several encoders, printed table with CIs and paired differences
+``compare_encoders_over_seeds``    the same for several label-fraction seeds, each encoder embedded once
 ``plot_auroc_vs_label_fraction``   the plot (matplotlib optional)
 =================================  ====================================================================
 
@@ -36,6 +37,7 @@ from clinseq.eval.report import (
     FractionResult,
     ProbeReport,
     compare_encoders,
+    compare_encoders_over_seeds,
     evaluate_encoder,
     evaluate_features,
     format_table,
@@ -56,6 +58,7 @@ __all__ = [
     "auroc_per_class",
     "average_precision_per_class",
     "compare_encoders",
+    "compare_encoders_over_seeds",
     "evaluate_encoder",
     "evaluate_features",
     "evaluate_predictions",

@@ -50,6 +50,7 @@ __all__ = [
     "FractionResult",
     "ProbeReport",
     "compare_encoders",
+    "compare_encoders_over_seeds",
     "evaluate_encoder",
     "evaluate_features",
     "format_table",
@@ -57,6 +58,8 @@ __all__ = [
 ]
 
 PLOT_NAME = "auroc_vs_label_fraction.png"
+#: ``score(in_train mask) -> (test scores (n_test, K), C or None, details)``: one way to fit and score.
+Scorer = Callable[[np.ndarray], tuple[np.ndarray, float | None, dict[str, Any]]]
 DEFAULT_FRACTIONS = (0.01, 0.1, 1.0)
 
 
@@ -397,12 +400,47 @@ def evaluate_encoder(
     Returns:
         :class:`ProbeReport`, one :class:`FractionResult` per fraction (ascending).
     """
+    reports = _evaluate_encoder_seeds(
+        encoder, store, task, fractions, [seed], {seed: out_dir}, name=name, method=method,
+        window_s=window_s, channels=channels, preprocess=preprocess, C=C, Cs=Cs, n_boot=n_boot,
+        batch_size=batch_size, device=device, finetune_options=finetune_options, progress=progress,
+    )  # fmt: skip
+    return reports[seed]
+
+
+def _evaluate_encoder_seeds(
+    encoder: Encoder,
+    store: TimelineStore,
+    task: str,
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    out_dirs: Mapping[int, str | Path | None],
+    *,
+    name: str = "encoder",
+    method: Literal["linear_probe", "fine_tune"] = "linear_probe",
+    window_s: float | None = None,
+    channels: Sequence[str] | Sequence[int] | None = None,
+    preprocess: Preprocess | None = None,
+    C: float | None = None,
+    Cs: Sequence[float] = DEFAULT_CS,
+    n_boot: int = 1000,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    finetune_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[int, ProbeReport]:
+    """:func:`evaluate_encoder` for each of ``seeds`` (report of seed k written to ``out_dirs[k]``).
+
+    The linear probe's embeddings do not depend on the seed (it only draws the label-fraction patients
+    and the bootstrap): they are extracted once and shared by every seed and fraction.
+    """
     if method not in ("linear_probe", "fine_tune"):
         raise ConfigError(f"method must be 'linear_probe' or 'fine_tune', got {method!r}")
     if finetune_options and method != "fine_tune":
         raise ConfigError("finetune_options given but method='linear_probe'; pass method='fine_tune'")
     _check_fractions(fractions)
     t = _task(store, task)
+    probe_score = None
     if method == "linear_probe":
         z = extract_embeddings(
             encoder,
@@ -415,9 +453,9 @@ def evaluate_encoder(
             device=device,
             progress=progress,
         )
-        score = _probe_scorer(z, t, C, Cs)
-    else:
+        probe_score = _probe_scorer(z, t, C, Cs)
 
+    def fine_tune_scorer(seed: int) -> Scorer:
         def score(in_train: np.ndarray) -> tuple[np.ndarray, float | None, dict[str, Any]]:
             tuned = fine_tune(
                 encoder,
@@ -437,10 +475,16 @@ def evaluate_encoder(
             scores = tuned.decision_function(store, t.recording_ids[t.in_test], batch_size=batch_size)
             return scores, None, {"best_epoch": tuned.best_epoch, "history": tuned.history}
 
-    results = _run(t, task, fractions, seed, n_boot, score)
-    report = _report(t, task, name, method, window_s, seed, n_boot, results)
-    _write(report, out_dir)
-    return report
+        return score
+
+    reports = {}
+    for seed in seeds:
+        score = probe_score if probe_score is not None else fine_tune_scorer(seed)
+        results = _run(t, task, fractions, seed, n_boot, score)
+        report = _report(t, task, name, method, window_s, seed, n_boot, results)
+        _write(report, out_dirs.get(seed))
+        reports[seed] = report
+    return reports
 
 
 def _differences(
@@ -592,7 +636,61 @@ def compare_encoders(
 
     Returns:
         name → :class:`ProbeReport`.
+
+    See :func:`compare_encoders_over_seeds` for several label-fraction seeds (each encoder embedded once).
     """
+    return _compare(encoders, store, task, fractions, [seed], {seed: out_dir}, baseline, print_table, kwargs)[
+        seed
+    ]
+
+
+def compare_encoders_over_seeds(
+    encoders: Mapping[str, Encoder],
+    store: TimelineStore,
+    task: str = "superdiagnostic",
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    *,
+    seeds: Sequence[int] = (0,),
+    out_dir: str | Path | None = None,
+    baseline: str | None = None,
+    print_table: bool = True,
+    **kwargs: Any,
+) -> dict[int, dict[str, ProbeReport]]:
+    """:func:`compare_encoders` for each label-fraction seed, embedding each encoder only once.
+
+    The seed draws the label-fraction patients, the bootstrap resamples (and fine-tuning's
+    randomness); the frozen embeddings of the linear probe do not depend on it, so they are extracted
+    once per encoder and reused for every seed and fraction. The reports (and files) are those of
+    ``compare_encoders(..., seed=k, out_dir=out_dir / f"seed{k}")`` for each k.
+
+    Args:
+        encoders, store, task, fractions, baseline, print_table, kwargs: as for :func:`compare_encoders`.
+        seeds: the label-fraction seeds, e.g. (0, 1, 2) to see the variance of the small fractions.
+        out_dir: if given, each seed's ``eval_<task>.json`` and plot go to ``out_dir/seed<k>/``.
+
+    Returns:
+        seed → name → :class:`ProbeReport`.
+    """
+    seeds = list(seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in seeds):
+        raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}; e.g. seeds=(0, 1, 2)")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must differ from each other (each writes seed<k>/), got {seeds}")
+    out_dirs = {int(s): (Path(out_dir) / f"seed{int(s)}" if out_dir is not None else None) for s in seeds}
+    return _compare(encoders, store, task, fractions, list(out_dirs), out_dirs, baseline, print_table, kwargs)
+
+
+def _compare(
+    encoders: Mapping[str, Encoder],
+    store: TimelineStore,
+    task: str,
+    fractions: Sequence[float],
+    seeds: Sequence[int],
+    out_dirs: Mapping[int, str | Path | None],
+    baseline: str | None,
+    print_table: bool,
+    kwargs: Mapping[str, Any],
+) -> dict[int, dict[str, ProbeReport]]:
     if not encoders:
         raise ConfigError("encoders is empty; pass e.g. {'pretrained': enc, 'random init': enc0}")
     if "out_dir" in kwargs or "name" in kwargs:
@@ -601,27 +699,36 @@ def compare_encoders(
     baseline = baseline if baseline is not None else names[-1]
     if baseline not in encoders:
         raise ConfigError(f"baseline {baseline!r} is not one of {names}")
-    reports = {
-        name: evaluate_encoder(enc, store, task, fractions, seed=seed, name=name, **kwargs)
+    by_encoder = {
+        name: _evaluate_encoder_seeds(enc, store, task, fractions, seeds, {}, name=name, **kwargs)
         for name, enc in encoders.items()
     }
-    if print_table:
-        print(format_table(reports, "auroc", baseline))
-        print()
-        print(format_table(reports, "auprc", baseline))
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        diffs = _differences(reports, baseline) if len(reports) > 1 else {}
-        payload = {
-            "task": task,
-            "baseline": baseline,
-            "reports": {n: r.to_dict() for n, r in reports.items()},
-            "differences": {
-                n: {f"{f:g}": {m: ci.to_dict() for m, ci in d.items()} for f, d in per.items()}
-                for n, per in diffs.items()
-            },
-        }
-        (out / f"eval_{task}.json").write_text(json.dumps(payload, indent=1))
-        plot_auroc_vs_label_fraction(reports, out / PLOT_NAME)
-    return reports
+    out: dict[int, dict[str, ProbeReport]] = {}
+    for seed in seeds:
+        reports = {name: by_encoder[name][seed] for name in names}
+        if print_table:
+            print(format_table(reports, "auroc", baseline))
+            print()
+            print(format_table(reports, "auprc", baseline))
+        seed_dir = out_dirs.get(seed)
+        if seed_dir is not None:
+            _write_comparison(reports, task, baseline, Path(seed_dir))
+        out[seed] = reports
+    return out
+
+
+def _write_comparison(reports: Mapping[str, ProbeReport], task: str, baseline: str, out: Path) -> None:
+    """``eval_<task>.json`` (every report and the paired differences) and the plot, in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    diffs = _differences(reports, baseline) if len(reports) > 1 else {}
+    payload = {
+        "task": task,
+        "baseline": baseline,
+        "reports": {n: r.to_dict() for n, r in reports.items()},
+        "differences": {
+            n: {f"{f:g}": {m: ci.to_dict() for m, ci in d.items()} for f, d in per.items()}
+            for n, per in diffs.items()
+        },
+    }
+    (out / f"eval_{task}.json").write_text(json.dumps(payload, indent=1))
+    plot_auroc_vs_label_fraction(reports, out / PLOT_NAME)

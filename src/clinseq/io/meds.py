@@ -48,7 +48,7 @@ from clinseq.timeline.events import (
     EVENTS_INDEX,
     LOCAL_CODE,
     EventIndexWriter,
-    canonical_sort,
+    sort_ranked,
     to_arrow_events,
 )
 from clinseq.timeline.writer import StoreWriter
@@ -116,7 +116,9 @@ _STAGE_SCHEMA = pa.schema(
     [
         pa.field("subject_id", pa.int64()),
         pa.field("time", pa.timestamp("us")),
-        pa.field("code", pa.string_view()),
+        # The code's number in the stager's own code list (``*.codes.arrow``): strings are hashed once,
+        # when staged, and a shard sort then ranks numbers, not strings.
+        pa.field("code", pa.uint32()),
         pa.field("numeric_value", pa.float32()),
         # large_string, not a view: joining a shard's slices then copies the texts, so that no sorted
         # shard refers to (and keeps resident) the mapped staging file.
@@ -125,13 +127,23 @@ _STAGE_SCHEMA = pa.schema(
 )
 
 
+def _codes_path(path: Path) -> Path:
+    return path.with_suffix(".codes.arrow")
+
+
+def _offsets_path(path: Path) -> Path:
+    return path.with_suffix(".offsets.npy")
+
+
 @dataclass
 class StagedEvents:
     """Events staged for the shard sort: ``path`` is an Arrow IPC file of record batches, each sorted by
-    shard; batch b holds shard k's events in rows ``[offsets[b, k], offsets[b, k + 1])``."""
+    shard; batch b holds shard k's events in rows ``[offsets[b, k], offsets[b, k + 1])``. Its ``code``
+    column numbers the events' codes: ``codes[i]`` is the code numbered i."""
 
     path: Path
     offsets: np.ndarray
+    codes: pl.Series
 
     @property
     def n_events(self) -> int:
@@ -143,16 +155,20 @@ class StagedEvents:
 
     @staticmethod
     def load(path: Path) -> StagedEvents:
-        return StagedEvents(path, np.load(path.with_suffix(".offsets.npy")))
+        """What :meth:`EventStager.finish` wrote at ``path`` (raises OSError when a part is missing)."""
+        codes = pl.read_ipc(_codes_path(path))["code"]
+        return StagedEvents(path, np.load(_offsets_path(path)), codes)
 
 
 class EventStager:
     """Stages events for :func:`write_events` in one pass, whatever the number of shards.
 
-    Each :meth:`add` sorts its events by shard (one integer sort) and appends them as one record batch
-    to an IPC file, noting where each shard starts. The shard sort later reads its rows of every batch
-    as zero-copy slices. Unlike a file per shard and input (polars' partitioned sink), the cost does not
-    grow with the number of shards, and memory holds one batch.
+    Each :meth:`add` numbers its events' codes (a code keeps its number across batches: one hash per
+    event, and the strings of each distinct code stored once), sorts the events by shard (one integer
+    sort) and appends them as one record batch to an IPC file, noting where each shard starts. The
+    shard sort later reads its rows of every batch as zero-copy slices. Unlike a file per shard and
+    input (polars' partitioned sink), the cost does not grow with the number of shards, and memory
+    holds one batch.
     """
 
     def __init__(self, path: Path, breaks: list[int]) -> None:
@@ -162,12 +178,28 @@ class EventStager:
         self._sink = pa.OSFile(str(self.path), "wb")
         self._writer = pa.ipc.new_file(self._sink, _STAGE_SCHEMA)
         self._offsets: list[np.ndarray] = []
+        # This stager's own code numbering (polars assigns numbers in order of first appearance). The
+        # mapping lives while some data uses it: the empty series keeps it for the stager's lifetime.
+        self._categories = pl.Categories.random()
+        self._keep_codes = pl.Series("code", [], pl.Categorical(self._categories))
 
     def add(self, events: pl.DataFrame) -> None:
-        """Stage a frame with the :data:`EVENT_SCHEMA` columns."""
+        """Stage a frame with the :data:`EVENT_SCHEMA` columns (``code`` never null, as MEDS requires)."""
         if events.height == 0:
             return
-        events = events.select([pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()])
+        schema = events.collect_schema()
+        events = events.select(
+            [pl.col(c) if schema.get(c) == t else pl.col(c).cast(t) for c, t in EVENT_SCHEMA.items()]
+        )
+        if events["code"].null_count():
+            raise StoreError(
+                f"{events['code'].null_count()} event(s) without a code: MEDS requires a code for every "
+                "event; drop or fill them before staging"
+            )
+        # One chunk: a streaming engine's batch comes in many small ones, which slow every step below.
+        events = events.with_columns(
+            pl.col("code").cast(pl.Categorical(self._categories)).to_physical()
+        ).rechunk()
         shard = np.searchsorted(self._breaks, events["subject_id"].to_numpy(), side="right")
         n = np.bincount(shard, minlength=len(self._breaks) + 1)
         if np.count_nonzero(n) > 1:
@@ -179,12 +211,17 @@ class EventStager:
         self._writer.write_batch(table.to_batches()[0])  # one batch per add: offsets[b] is batch b
 
     def finish(self) -> StagedEvents:
-        """Close the file and write the offsets beside it (``*.offsets.npy``)."""
+        """Close the file and write the code list and the offsets beside it (``*.codes.arrow``,
+        ``*.offsets.npy``)."""
         self._writer.close()
         self._sink.close()
+        codes = self._categories.to_series().rename("code")
+        if codes.null_count():  # numbers are reserved before their string is stored: never at rest
+            raise StoreError(f"{self.path}: the code list has unassigned numbers; stage the events again")
+        pl.DataFrame({"code": codes}).write_ipc(_codes_path(self.path))
         offsets = np.stack(self._offsets) if self._offsets else np.zeros((0, len(self._breaks) + 2), np.int64)
-        np.save(self.path.with_suffix(".offsets.npy"), offsets)
-        return StagedEvents(self.path, offsets)
+        np.save(_offsets_path(self.path), offsets)
+        return StagedEvents(self.path, offsets, codes)
 
     def abort(self) -> None:
         try:
@@ -219,37 +256,37 @@ class EventsSummary:
 
 #: Staged events the shard sorts may hold at once across workers (≈ 200 bytes each at a sort's peak):
 #: a shard that alone exceeds it runs by itself.
-DEFAULT_EVENTS_IN_FLIGHT = 2_000_000
+DEFAULT_EVENTS_IN_FLIGHT = 4_000_000
 
 
 def _build_shard(
-    pieces: Callable[[], list[pa.RecordBatch]], out: Path, reuse: bool, n_staged: int
+    events: Callable[[], pl.DataFrame], codes: pl.Series, out: Path, reuse: bool, n_staged: int
 ) -> tuple[pl.DataFrame, pl.Series, bool]:
     """Sort one shard's staged events, write its MEDS ``data/NNNNN.parquet`` (atomically) and return
-    ``(sorted events, their codes, reused)`` as :func:`canonical_sort` gives them. With ``reuse``, a
-    finished shard file whose row count equals the staged rows is read back instead (resume)."""
+    ``(sorted events, their codes, reused)`` as :func:`sort_ranked` gives them. ``events()`` gives the
+    shard's events with their codes as rows of ``codes``. With ``reuse``, a finished shard file whose
+    row count equals the staged rows is read back instead (resume)."""
     if reuse and out.exists() and pq.read_metadata(out).num_rows == n_staged:
         shard = pl.read_parquet(out)
-        codes = shard["code"].unique().sort()
-        local = shard["code"].cast(pl.Enum(codes)).to_physical()
-        return shard.with_columns(local.alias(LOCAL_CODE)), codes, True
-    # Slices of the mapped staging, copied into one chunk (gathers are faster on one): nothing refers
-    # to the maps afterwards, so their pages leave this process's resident memory at once.
-    events = pl.from_arrow(pa.Table.from_batches(pieces(), _STAGE_SCHEMA).combine_chunks())
-    shard, codes = canonical_sort(events)
-    del events
+        local_codes = shard["code"].unique().sort()
+        local = shard["code"].cast(pl.Enum(local_codes)).to_physical()
+        return shard.with_columns(local.alias(LOCAL_CODE)), local_codes, True
+    shard, local_codes = sort_ranked(events(), codes)
     unfinished = out.with_name(out.name + ".partial")
     # pyarrow writes MEDS' exact types. Dictionary pages for codes only (text values rarely repeat),
-    # statistics where readers filter (subject_id, time), row groups of 256 k events.
+    # statistics where readers filter (subject_id, time), row groups of 256 k events, zstd level 1:
+    # as fast as snappy here, a third smaller (any Parquet reader decodes it).
     pq.write_table(
         to_arrow_events(shard),
         unfinished,
         row_group_size=256 * 1024,
         use_dictionary=["code"],
         write_statistics=["subject_id", "time"],
+        compression="zstd",
+        compression_level=1,
     )
     os.replace(unfinished, out)
-    return shard, codes, False
+    return shard, local_codes, False
 
 
 def write_events(
@@ -302,17 +339,28 @@ def write_events(
             old.unlink()
     staged = [s for s in staged if len(s.offsets)]
 
-    def pieces(k: int) -> list[pa.RecordBatch]:
-        """Shard k's rows of every staged batch: zero-copy slices of freshly mapped files (the maps
-        close with the slices, so the pages read do not stay in this process's resident memory)."""
-        out = []
-        for s in staged:
+    # One sorted list of every code; each staged file's code numbers map to their row in it.
+    all_codes = (
+        pl.concat([s.codes for s in staged]).unique().sort() if staged else pl.Series("code", [], pl.String)
+    )
+    ranks = [s.codes.cast(pl.Enum(all_codes)).to_physical().to_numpy() for s in staged]
+
+    def shard_events(k: int) -> pl.DataFrame:
+        """Shard k's rows of every staged batch (zero-copy slices of freshly mapped files), copied into
+        one frame whose ``_local_code`` is the code's row in ``all_codes``. Nothing refers to the maps
+        afterwards, so their pages leave this process's resident memory at once."""
+        batches, code_rows = [], []
+        for s, rank in zip(staged, ranks, strict=True):
             spans = [(b, int(s.offsets[b, k]), int(s.offsets[b, k + 1])) for b in range(len(s.offsets))]
             spans = [span for span in spans if span[2] > span[1]]
             if spans:
                 reader = pa.ipc.open_file(pa.memory_map(str(s.path)))
-                out += [reader.get_batch(b).slice(lo, hi - lo) for b, lo, hi in spans]
-        return out
+                for b, lo, hi in spans:
+                    batch = reader.get_batch(b).slice(lo, hi - lo)
+                    batches.append(batch.drop_columns(["code"]))
+                    code_rows.append(rank[batch.column("code").to_numpy()])
+        frame = pl.from_arrow(pa.Table.from_batches(batches).combine_chunks())
+        return frame.with_columns(pl.Series(LOCAL_CODE, np.concatenate(code_rows)))
 
     shards = [(k, rows) for k in range(n_shards) if (rows := sum(s.rows(k) for s in staged))]
     n_workers = max(1, min(4, os.cpu_count() or 1) if workers is None else int(workers))
@@ -337,7 +385,12 @@ def write_events(
                     k, rows = todo.popleft()
                     out = data_dir / f"{k:05d}.parquet"
                     pending.append(
-                        (rows, pool.submit(_build_shard, partial(pieces, k), out, reuse_shards, rows))
+                        (
+                            rows,
+                            pool.submit(
+                                _build_shard, partial(shard_events, k), all_codes, out, reuse_shards, rows
+                            ),
+                        )
                     )
                     in_flight += rows
                 _, future = pending.popleft()

@@ -72,10 +72,11 @@ OnError = Literal["raise", "skip"]
 UNK = "UNK"
 _ROW = "_row"
 _BAD = "_bad"
+_TEXT = "_text_"
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DATE_FORMAT = "%Y-%m-%d"
 #: Staging layout version: a resumed run discards staging written by another layout.
-_STAGING_VERSION = 2
+_STAGING_VERSION = 3
 
 
 def _code(*parts: str) -> pl.Expr:
@@ -454,15 +455,25 @@ def _scan(path: Path, spec: TableSpec, row_index: bool = False) -> pl.LazyFrame:
 def _typed(
     lf: pl.LazyFrame, spec: TableSpec, tolerant: bool, lookups: dict[str, pl.DataFrame]
 ) -> pl.LazyFrame:
-    """Parsed columns, ``_bad`` (the row has an unparsable column) and the lookups joined."""
+    """Parsed columns, each beside its text (``_text_{column}``, for :func:`_unparsable`), and the
+    lookups joined."""
     parsed = _parsers(spec, tolerant)
-    # One context: _bad sees the text columns that the parsed ones replace.
-    typed = lf.with_columns(_bad_row(parsed).alias(_BAD), **parsed)
+    typed = lf.with_columns(pl.col(c).alias(_TEXT + c) for c in parsed).with_columns(**parsed)
     if "dischtime" in spec.lookups:
         typed = typed.join(lookups["dischtime"].lazy(), on="hadm_id", how="left")
     if "deathtime" in spec.lookups:
         typed = typed.join(lookups["deathtime"].lazy(), on="subject_id", how="left")
     return typed
+
+
+def _unparsable(batch: pl.DataFrame, spec: TableSpec) -> int:
+    """Values of a batch of :func:`_typed` present as text that did not parse (a missing subject_id
+    counts too). A parsed value is null wherever its text is, so null counts (known without a pass over
+    the data) tell them apart."""
+    n = batch["subject_id"].null_count()
+    for c in (*spec.integers, *spec.times, *spec.dates):
+        n += batch[c].null_count() - batch[_TEXT + c].null_count()
+    return n
 
 
 def _first_bad_row(path: Path, spec: TableSpec, tolerant: bool) -> SourceError | None:
@@ -524,8 +535,7 @@ def _stage_table(
     t0 = time.perf_counter()
     spec = TABLES[table]
     target = staging / f"{table}.arrow"
-    counters = [pl.col(_BAD).sum().alias(_BAD)]
-    counters += [kind.time_expr().is_not_null().sum().alias(name) for name, kind in spec.events.items()]
+    counters = [kind.time_expr().is_not_null().sum().alias(name) for name, kind in spec.events.items()]
     for tolerant in (False, True):
         typed = _typed(_scan(path, spec), spec, tolerant, lookups)
         stager = EventStager(target, breaks)
@@ -533,10 +543,11 @@ def _stage_table(
         try:
             for batch in typed.collect_batches(chunk_size=STAGE_BATCH_ROWS):
                 source_rows += batch.height
-                for name, value in batch.select(counters).row(0, named=True).items():
-                    totals[name] += int(value)
+                totals[_BAD] += _unparsable(batch, spec)
                 if totals[_BAD]:
                     break  # this pass is void: find the first bad row below
+                for name, value in batch.select(counters).row(0, named=True).items():
+                    totals[name] += int(value)
                 stager.add(_events_of(batch.lazy(), spec).collect())
         except (OSError, pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
             stager.abort()
@@ -552,7 +563,7 @@ def _stage_table(
         if error is not None:
             raise error
         if tolerant:  # the two passes disagree: never seen, but never stage a table with bad rows
-            raise SourceError(path, f"{totals[_BAD]} row(s) do not parse; check the file's timestamps")
+            raise SourceError(path, f"{totals[_BAD]} value(s) do not parse; check the file's timestamps")
         # Every row parses with the tolerant parser: stage again with it (slower, rare).
     report: dict[str, Any] = {"file": str(path.relative_to(src)), "source_rows": source_rows, "events": {}}
     for name, kind in spec.events.items():
@@ -590,7 +601,7 @@ def _committed(table: str, inputs: list[Path | None], staging: Path) -> _Staged 
         written = sum(kind["written"] for kind in info["events"].values())
         if StagedEvents.load(staging / f"{table}.arrow").n_events != written:
             return None
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, pl.exceptions.PolarsError):
         return None
     report = {k: info[k] for k in ("file", "source_rows", "events")}
     return _Staged(table, report, 0.0, resumed=True)

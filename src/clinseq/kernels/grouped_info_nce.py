@@ -29,6 +29,14 @@ Kernel algorithm (design §6; no N×M tensor is ever stored):
   H100 bandwidth, more than the unit it saves), need an fp32 M×D buffer, and make dK non-deterministic.
 - Symmetric (CLIP) form: the forward runs twice (rows, then columns as rows) and both backward passes
   add the k→q direction's G into the same tile, so the symmetric loss costs 6 units, not 2 × 5.
+- Group-restricted scan: with groups, a program streams only the tiles of the column range
+  [first column of its rows' smallest group, end of their largest group) when the column groups are
+  sorted (non-decreasing), and all columns otherwise — decided on the device, without a host sync
+  (:mod:`clinseq.kernels._group_ranges` computes the per-block ranges with ``searchsorted`` and
+  a sortedness flag; the kernel reads two int32 bounds per program). Exact: the group mask still applies
+  inside the range. For rows laid out group by group on both sides (COMET's observation level, B groups
+  of 2T rows; its sample level, T groups of 2B rows) the cost drops from O((Σ_g n_g)²·D) to about
+  O(Σ_g n_g·(n_g + block)·D) in every pass (forward, dQ, dK over the query range).
 - Self-contrast (q and k the same tensor with the same ids and groups, all keys with gradient: SimCLR,
   PCLR, SupCon, poly-window): S is symmetric, so dz = (G + Gᵀ)·z comes from ONE row-parallel pass that
   adds G_ji = a_j·(exp(s_ij − lse_j) − [pos]/|P(j)|) with the rows' own statistics on the columns:
@@ -45,12 +53,15 @@ Kernel algorithm (design §6; no N×M tensor is ever stored):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
+from clinseq.kernels._group_ranges import tile_column_ranges
 from clinseq.kernels._validation import (
     BACKENDS,
     check_inputs,
@@ -229,6 +240,9 @@ if HAS_TRITON:
         LOSS,
         LSE,
         PCNT,
+        COL_LO,
+        COL_HI,
+        TILES,
         N,
         M,
         D,
@@ -237,6 +251,7 @@ if HAS_TRITON:
         EXCLUDE_SELF: tl.constexpr,
         HAS_GROUPS: tl.constexpr,
         NORMALIZED: tl.constexpr,
+        COUNT_TILES: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_D: tl.constexpr,
@@ -259,15 +274,24 @@ if HAS_TRITON:
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         psum = tl.zeros([BLOCK_M], dtype=tl.float32)
         pcnt = tl.zeros([BLOCK_M], dtype=tl.int32)
-        for start_n in range(0, M, BLOCK_N):
+        if HAS_GROUPS:
+            # Only [lo, hi) can hold a column of this block's groups (the full [0, M) unless k_groups is
+            # sorted; see _group_ranges): the key tiles of other groups are never loaded.
+            lo = tl.load(COL_LO + pid)
+            hi = tl.load(COL_HI + pid)
+        else:
+            lo = 0
+            hi = M
+        n_tiles = 0
+        for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            col_ok = offs_n < M
+            col_ok = offs_n < hi
             if RESIDENT:
-                k = _load_rows(K, offs_n, M, D, stride_k, 0, BLOCK_N, BLOCK_D)
+                k = _load_rows(K, offs_n, hi, D, stride_k, 0, BLOCK_N, BLOCK_D)
                 x = tl.dot(q, tl.trans(k), input_precision=PRECISION)
             else:
                 x = _dot_rows(
-                    Q, K, offs_m, offs_n, N, M, D, stride_q, stride_k, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION
+                    Q, K, offs_m, offs_n, N, hi, D, stride_q, stride_k, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION
                 )
             s2 = x * scale
             valid = row_ok[:, None] & col_ok[None, :]
@@ -289,6 +313,10 @@ if HAS_TRITON:
                 m_i = m_new
             psum += tl.sum(tl.where(pos, s2, 0.0), 1)
             pcnt += tl.sum(pos.to(tl.int32), 1)
+            if COUNT_TILES:
+                n_tiles += 1
+        if COUNT_TILES:
+            tl.store(TILES + pid, n_tiles)
         has = pcnt > 0
         lse2 = m_i + tl.log2(tl.where(has, l_i, 1.0))  # a row with a positive has l ≥ its exp2 > 0
         loss = tl.where(has, (lse2 - psum / tl.maximum(pcnt, 1).to(tl.float32)) * 0.6931471805599453, 0.0)
@@ -337,6 +365,9 @@ if HAS_TRITON:
         GSCALE,
         DX,
         TAU_ROWS,
+        Y_LO,
+        Y_HI,
+        TILES,
         NX,
         NY,
         NX_GRAD,
@@ -350,6 +381,7 @@ if HAS_TRITON:
         SYMMETRIC: tl.constexpr,
         STORE_DX: tl.constexpr,
         TAU_GRAD: tl.constexpr,
+        COUNT_TILES: tl.constexpr,
         BLOCK_X: tl.constexpr,
         BLOCK_Y: tl.constexpr,
         BLOCK_D: tl.constexpr,
@@ -384,15 +416,22 @@ if HAS_TRITON:
             x_rows = _load_rows(X, offs_x, NX, D, stride_x, 0, BLOCK_X, BLOCK_D)
         acc = tl.zeros([BLOCK_X, BLOCK_DO], dtype=tl.float32)
         tau_acc = tl.zeros([BLOCK_X], dtype=tl.float32)
-        for start_y in range(0, NY, BLOCK_Y):
+        if HAS_GROUPS:  # as in the forward: only the Y tiles that can share a group with these rows
+            lo = tl.load(Y_LO + pid_x)
+            hi = tl.load(Y_HI + pid_x)
+        else:
+            lo = 0
+            hi = NY
+        n_tiles = 0
+        for start_y in range(lo, hi, BLOCK_Y):
             offs_y = start_y + tl.arange(0, BLOCK_Y)
-            y_ok = offs_y < NY
+            y_ok = offs_y < hi
             if RESIDENT:
-                y_rows = _load_rows(Y, offs_y, NY, D, stride_y, 0, BLOCK_Y, BLOCK_D)
+                y_rows = _load_rows(Y, offs_y, hi, D, stride_y, 0, BLOCK_Y, BLOCK_D)
                 xy = tl.dot(x_rows, tl.trans(y_rows), input_precision=PRECISION)
             else:
                 xy = _dot_rows(
-                    X, Y, offs_x, offs_y, NX, NY, D, stride_x, stride_y, BLOCK_X, BLOCK_Y, BLOCK_D, PRECISION
+                    X, Y, offs_x, offs_y, NX, hi, D, stride_x, stride_y, BLOCK_X, BLOCK_Y, BLOCK_D, PRECISION
                 )
             s2 = xy * scale
             valid = x_ok[:, None] & y_ok[None, :]
@@ -418,8 +457,13 @@ if HAS_TRITON:
                 if RESIDENT:
                     acc = tl.dot(g.to(Y.dtype.element_ty), y_rows, acc, input_precision=PRECISION)
                 else:
-                    y_blk = _load_rows(Y, offs_y, NY, D, stride_y, pid_d * BLOCK_DO, BLOCK_Y, BLOCK_DO)
+                    y_blk = _load_rows(Y, offs_y, hi, D, stride_y, pid_d * BLOCK_DO, BLOCK_Y, BLOCK_DO)
                     acc = tl.dot(g.to(Y.dtype.element_ty), y_blk, acc, input_precision=PRECISION)
+            if COUNT_TILES:
+                n_tiles += 1
+        if COUNT_TILES:
+            if pid_d == 0:
+                tl.store(TILES + pid_x, n_tiles)
         if STORE_DX:
             acc = acc * tl.load(GSCALE)
             offs_do = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
@@ -446,6 +490,36 @@ def _rows_contiguous(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+#: Set by :func:`count_visited_tiles`: launches then record how many tiles each program streamed.
+_TILE_LOG: list[tuple[str, torch.Tensor]] | None = None
+
+
+@contextlib.contextmanager
+def count_visited_tiles() -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Debug aid: record, per kernel launch, the number of streamed tiles of every program.
+
+    Inside the block each launch appends ``(pass, tiles)`` to the yielded list: ``pass`` is ``"fwd"``,
+    ``"dq"`` or ``"dk"`` (the dK pass's rows are keys), ``tiles`` an int32 tensor with one entry per row
+    block of the pass (the key tiles a forward or dQ program visited, the query tiles of a dK program).
+    It compiles separate counting variants of the kernels (a constexpr), so it shows what the real
+    loop does, e.g. that a group-restricted scan skips the tiles of other groups. Not thread-safe.
+    """
+    global _TILE_LOG
+    previous, _TILE_LOG = _TILE_LOG, []
+    try:
+        yield _TILE_LOG
+    finally:
+        _TILE_LOG = previous
+
+
+def _tile_counter(kind: str, n_blocks: int, device: torch.device) -> torch.Tensor | None:
+    if _TILE_LOG is None:
+        return None
+    tiles = torch.full((n_blocks,), -1, dtype=torch.int32, device=device)
+    _TILE_LOG.append((kind, tiles))
+    return tiles
+
+
 def _launch_forward(q, k, q_ids, k_ids, q_groups, k_groups, tau, exclude_self, normalized):
     n_rows, dim = q.shape
     loss = torch.empty(n_rows, dtype=torch.float32, device=q.device)
@@ -453,7 +527,12 @@ def _launch_forward(q, k, q_ids, k_ids, q_groups, k_groups, tau, exclude_self, n
     pcnt = torch.empty(n_rows, dtype=torch.int32, device=q.device)
     cfg = tile_config("fwd", q.device, dim)
     has_groups = q_groups is not None
-    _forward_kernel[(triton.cdiv(n_rows, cfg.block_m),)](
+    n_prog = triton.cdiv(n_rows, cfg.block_m)
+    # Per row block, the key columns that can share its groups (see _group_ranges); without groups the
+    # kernel never reads these pointers.
+    col_lo, col_hi = tile_column_ranges(q_groups, k_groups, cfg.block_m) if has_groups else (pcnt, pcnt)
+    tiles = _tile_counter("fwd", n_prog, q.device)
+    _forward_kernel[(n_prog,)](
         q,
         k,
         q_ids,
@@ -464,6 +543,9 @@ def _launch_forward(q, k, q_ids, k_ids, q_groups, k_groups, tau, exclude_self, n
         loss,
         lse,
         pcnt,
+        col_lo,
+        col_hi,
+        tiles if tiles is not None else pcnt,
         n_rows,
         k.shape[0],
         dim,
@@ -472,6 +554,7 @@ def _launch_forward(q, k, q_ids, k_ids, q_groups, k_groups, tau, exclude_self, n
         EXCLUDE_SELF=exclude_self,
         HAS_GROUPS=has_groups,
         NORMALIZED=normalized,
+        COUNT_TILES=tiles is not None,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n,
         BLOCK_D=cfg.block_d,
@@ -515,6 +598,8 @@ def _launch_backward(
     has_groups = x_groups is not None
     lse_x, a_x, b_x = stats_x
     lse_y, a_y, b_y = stats_y
+    y_lo, y_hi = tile_column_ranges(x_groups, y_groups, block_x) if has_groups else (lse_x, lse_x)
+    tiles = _tile_counter("dq" if rows_are_q else "dk", n_prog, x.device)
     _backward_kernel[(n_prog, n_dblk)](
         x,
         y,
@@ -532,6 +617,9 @@ def _launch_backward(
         gscale,
         dx if store_dx else x,
         tau_rows if tau_grad else lse_x,
+        y_lo,
+        y_hi,
+        tiles if tiles is not None else lse_x,
         n_x,
         y.shape[0],
         n_x_grad,
@@ -545,6 +633,7 @@ def _launch_backward(
         SYMMETRIC=symmetric,
         STORE_DX=store_dx,
         TAU_GRAD=tau_grad,
+        COUNT_TILES=tiles is not None,
         BLOCK_X=block_x,
         BLOCK_Y=block_y,
         BLOCK_D=cfg.block_d,
@@ -787,6 +876,11 @@ def grouped_info_nce(
         q_groups, k_groups: optional (N,) / (M,) integer tensors, given together: a column is a
             candidate of row i only if its group equals row i's (COMET's observation level: groups =
             sample index; TS2Vec-style instance contrast: groups = timestamp). No N×M mask is built.
+            Lay rows out group by group with non-decreasing groups on both sides when you can: the
+            Triton kernel then streams, for each block of rows, only the columns of that block's groups
+            (and the dK pass only the matching query rows), O(Σ_g n_g²·D) instead of O(N·M·D); the CPU
+            torch path does the same per chunk. Detected on the device, no keyword and no host sync;
+            unsorted groups give the same result with a full scan.
         normalized: promise that every row of q and k has unit l2 norm (|q_i·k_j| ≤ 1). The kernel then
             uses the fixed max 1/τ instead of a running max. Only a speed hint: the result is the same
             when the promise holds, wrong (overflow) when it does not; it needs τ ≳ 0.02 (exp(−2/τ) must

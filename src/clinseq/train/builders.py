@@ -435,7 +435,8 @@ def build_data(
     split, patients = pretrain_patients(store, config)
     sampler_cls = _samplers()[data.sampler]
     common = {"seed": config.run.seed, "rank": ctx.rank, "world_size": ctx.world_size}
-    pin = ctx.device.type == "cuda"
+    pin = ctx.device.type == "cuda" if data.pin_memory is None else data.pin_memory
+    loader_options = {"prefetch_factor": data.prefetch_factor}
     if data.sampler == "events":
         from clinseq.train.ehr import PatientEventPairs, collate_event_pairs
 
@@ -444,7 +445,9 @@ def build_data(
             {"recording_id": np.arange(len(dataset.patient_ids)), "patient_id": dataset.patient_ids}
         )
         sampler = sampler_cls(table, **data.sampler_kwargs, **common)
-        loader = EpochLoader(dataset, sampler, collate_event_pairs, data.num_workers, pin, config.run.seed)
+        loader = EpochLoader(
+            dataset, sampler, collate_event_pairs, data.num_workers, pin, config.run.seed, **loader_options
+        )
         return PretrainData(store, split, patients, loader, sampler, dataset, vocab_size=dataset.vocab_size)
 
     from clinseq.data.datasets import WindowDataset, collate_windows
@@ -469,7 +472,9 @@ def build_data(
         normalizer = ValueNormalizer.fit(store.event_index, ehr_patients)
         dataset = ECGContextPairs(dataset, store, vocab, normalizer, data.ehr_context_s, data.max_events)
         vocab_size = dataset.vocab_size
-    loader = EpochLoader(dataset, sampler, collate_windows, data.num_workers, pin, config.run.seed)
+    loader = EpochLoader(
+        dataset, sampler, collate_windows, data.num_workers, pin, config.run.seed, **loader_options
+    )
     return PretrainData(
         store,
         split,

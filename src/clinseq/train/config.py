@@ -104,7 +104,11 @@ class DataConfig:
             "events" (EHR event windows, two per patient).
         sampler_kwargs: keyword arguments of the sampler (checked against its signature).
         views: augmentations applied by the method, e.g. ``[{name: gaussian_noise, snr_db: 20}]``.
-        num_workers: DataLoader worker processes (0 reads in the main process).
+        num_workers: DataLoader worker processes (0 reads in the main process). The workers persist for
+            the whole run and read ahead across epochs; on a GPU use enough of them that a batch is
+            read (divided by ``num_workers``) faster than a step runs (the recipes use 8).
+        prefetch_factor: batches each worker reads ahead (with ``num_workers`` > 0).
+        pin_memory: page-locked batches for asynchronous host → GPU copies; None = on CUDA only.
         max_events: EHR windows: events per window (also the EHR context length of ``ehr_context_s``).
         ehr_context_s: with a value, every ECG window also carries the patient's events in the
             ``ehr_context_s`` seconds before its recording (ECG ↔ EHR alignment; the store must hold both).
@@ -123,6 +127,8 @@ class DataConfig:
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
     views: list[dict[str, Any]] = field(default_factory=list)
     num_workers: int = 0
+    prefetch_factor: int = 2
+    pin_memory: bool | None = None
     max_events: int = 256
     ehr_context_s: float | None = None
 
@@ -557,6 +563,7 @@ def _check_ranges(c: PretrainConfig) -> None:
     )
     need(c.data.window_s > 0, "data.window_s", "> 0 seconds", c.data.window_s, "e.g. 2.5")
     need(c.data.num_workers >= 0, "data.num_workers", ">= 0", c.data.num_workers, "0 reads in-process")
+    need(c.data.prefetch_factor >= 1, "data.prefetch_factor", ">= 1", c.data.prefetch_factor, "e.g. 2")
     need(c.model.projection_dim >= 0, "model.projection_dim", ">= 0", c.model.projection_dim, "0 = no head")
     need(
         c.model.projection_layers >= 1, "model.projection_layers", ">= 1", c.model.projection_layers, "e.g. 2"
@@ -569,6 +576,13 @@ def _check_ranges(c: PretrainConfig) -> None:
         "e.g. [0.01, 0.1, 1.0]",
     )
     need(c.eval.n_boot >= 1, "eval.n_boot", ">= 1", c.eval.n_boot, "e.g. 1000")
+    need(
+        len(c.eval.seeds) >= 1 and len(set(c.eval.seeds)) == len(c.eval.seeds),
+        "eval.seeds",
+        "one or more different seeds",
+        c.eval.seeds,
+        "e.g. [0, 1, 2] (each writes eval/seed<k>/)",
+    )
 
 
 def config_to_dict(config: PretrainConfig) -> dict[str, Any]:

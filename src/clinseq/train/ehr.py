@@ -10,7 +10,8 @@ batch samplers of :mod:`clinseq.data.samplers`, whose keys are ``WindowKey(recor
   well below the typical timeline length, as the MIMIC-IV recipe does).
 - :class:`ECGContextPairs` — key = an ECG window; the item adds the patient's events in the
   ``context_s`` seconds before the recording's start (``store.context_events``), the last ``max_len``
-  of them, encoded like an ``EventSequenceDataset`` window.
+  of them, encoded by :func:`clinseq.data.event_sequences.encode_events` (the item layout of
+  ``EventSequenceDataset``).
 
 Vocabulary and value statistics are fitted on the pretraining patients only.
 """
@@ -21,23 +22,22 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import polars as pl
 import torch
 from torch.utils.data import Dataset
 
 from clinseq.data.event_sequences import (
-    NO_TIME,
     CodeVocabulary,
     EventSequenceDataset,
     ValueNormalizer,
     collate_events,
+    encode_events,
 )
 from clinseq.utils import ConfigError
 
 if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore
 
-__all__ = ["ECGContextPairs", "PatientEventPairs", "collate_event_pairs", "encode_event_window"]
+__all__ = ["ECGContextPairs", "PatientEventPairs", "collate_event_pairs"]
 
 # The second crop's seed offset (any constant other than 0 gives an independent crop stream).
 _SECOND_VIEW_SEED = 7919
@@ -109,46 +109,6 @@ def collate_event_pairs(items: Any) -> dict[str, torch.Tensor]:
     return collate_events([a for a, _ in items] + [b for _, b in items])
 
 
-def encode_event_window(
-    events: pl.DataFrame, vocab: CodeVocabulary, normalizer: ValueNormalizer, max_len: int
-) -> dict[str, np.ndarray | int]:
-    """The last ``max_len`` of ``events`` (time order) as one padded item of the event-sequence batch.
-
-    Same fields and conventions as ``EventSequenceDataset`` items: ``codes``, ``time_delta_s`` (seconds
-    since the previous event, 0 for the first and around static events), ``values``/``value_mask``
-    (z-scored per code), ``padding_mask`` and the first/last event times.
-    """
-    events = events.tail(max_len)
-    k = events.height
-    codes = np.zeros(max_len, np.int64)
-    codes[:k] = vocab.encode(events["code"])
-    times = events["time"].cast(pl.Int64).fill_null(NO_TIME).to_numpy()
-    timed = times != NO_TIME
-    delta = np.zeros(max_len, np.float32)
-    if k > 1:
-        d = (times[1:] - times[:-1]) / 1e6
-        d[~(timed[1:] & timed[:-1])] = 0.0
-        delta[1:k] = d
-    values = np.zeros(max_len, np.float32)
-    value_mask = np.zeros(max_len, bool)
-    if k:
-        z, m = normalizer.transform(events["code"], events["numeric_value"])
-        values[:k], value_mask[:k] = z, m
-    padding = np.zeros(max_len, bool)
-    padding[:k] = True
-    t = times[timed]
-    return {
-        "codes": codes,
-        "time_delta_s": delta,
-        "values": values,
-        "value_mask": value_mask,
-        "padding_mask": padding,
-        "patient_id": 0,
-        "window_start_us": int(t[0]) if len(t) else int(NO_TIME),
-        "window_end_us": int(t[-1]) if len(t) else int(NO_TIME),
-    }
-
-
 class ECGContextPairs(Dataset):
     """ECG windows with the patient's EHR context before each recording (ECG ↔ EHR alignment).
 
@@ -191,7 +151,7 @@ class ECGContextPairs(Dataset):
     def __getitems__(self, keys: Sequence[Any]) -> dict[str, torch.Tensor]:
         batch = self.windows.__getitems__(keys)
         items = [
-            encode_event_window(
+            encode_events(
                 self.store.context_events(int(rid), self.context_s), self.vocab, self.normalizer, self.max_len
             )
             for rid in batch["recording_id"].tolist()

@@ -35,6 +35,8 @@ RESUME_MAY_CHANGE = (
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "data.num_workers",
+    "data.prefetch_factor",
+    "data.pin_memory",
     "run.out_dir",
     "run.name",
     "recipe",
