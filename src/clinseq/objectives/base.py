@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from clinseq.kernels import grouped_info_nce
-from clinseq.objectives._common import check_choice, check_temperature
+from clinseq.objectives._common import check_choice, check_temperature, mean_group_cosine, retrieval_top1
 from clinseq.objectives.distributed import gather_no_grad, gather_with_grad, is_distributed
 
 __all__ = ["ContrastiveObjective", "LossOutput"]
@@ -94,6 +94,20 @@ class ContrastiveObjective(nn.Module):
         if not self._distributed:
             return (x, *ids)
         return (gather_with_grad(x, local_first=True), *(gather_no_grad(i, local_first=True) for i in ids))
+
+    def _self_contrast(self, u: torch.Tensor, ids: torch.Tensor) -> LossOutput:
+        """Multi-positive self-contrast of unit rows ``u`` (N, D): every row is a query against all rows
+        (of all ranks under DDP) but itself, its positives the rows with an equal global id (SupCon's
+        L_out; PCLR, patient-level contrast and poly-window's all-pairs form are this with their ids).
+
+        Metrics: ``loss``, ``pos_cosine`` (mean cosine of same-id pairs), ``top1`` when tracked.
+        """
+        keys, key_ids = self._gather(u, ids)
+        loss = self._nce(u, keys, ids, key_ids, exclude_self=True, normalized=True)
+        metrics = {"loss": loss.detach(), "pos_cosine": mean_group_cosine(u, ids)}
+        if self.track_accuracy:
+            metrics["top1"] = retrieval_top1(u, u, ids, ids, exclude_self=True)
+        return LossOutput(loss, metrics)
 
     def _gather_instances(self, x: torch.Tensor, ids: torch.Tensor, id_span: int) -> tuple[torch.Tensor, ...]:
         """Gather keys whose ids are local instance indices in [0, id_span): each rank's block gets its

@@ -22,8 +22,6 @@ from clinseq.objectives._common import (
     check_embeddings,
     check_ids,
     check_same_shape,
-    mean_group_cosine,
-    retrieval_top1,
 )
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
 
@@ -51,9 +49,4 @@ class PatientWindowContrast(ContrastiveObjective):
         else:
             z, ids = z1, check_ids(name, "patient_ids", patient_ids, z1.shape[0], z1, "N")
         u = l2_normalize(z)
-        keys, key_ids = self._gather(u, ids)
-        loss = self._nce(u, keys, ids, key_ids, exclude_self=True, normalized=True)
-        metrics = {"loss": loss.detach(), "pos_cosine": mean_group_cosine(u, ids)}
-        if self.track_accuracy:
-            metrics["top1"] = retrieval_top1(u, u, ids, ids, exclude_self=True)
-        return LossOutput(loss, metrics)
+        return self._self_contrast(u, ids)

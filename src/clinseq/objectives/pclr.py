@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from clinseq.models import l2_normalize
-from clinseq.objectives._common import check_embeddings, check_ids, mean_group_cosine, retrieval_top1
+from clinseq.objectives._common import check_embeddings, check_ids
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
 
 __all__ = ["PCLR"]
@@ -41,9 +41,4 @@ class PCLR(ContrastiveObjective):
         check_embeddings("PCLR", "z", z, "(N, D)", 2)
         ids = check_ids("PCLR", "patient_ids", patient_ids, z.shape[0], z, "N")
         u = l2_normalize(z)
-        keys, key_ids = self._gather(u, ids)  # patient ids are global: no offset
-        loss = self._nce(u, keys, ids, key_ids, exclude_self=True, normalized=True)
-        metrics = {"loss": loss.detach(), "pos_cosine": mean_group_cosine(u, ids)}
-        if self.track_accuracy:
-            metrics["top1"] = retrieval_top1(u, u, ids, ids, exclude_self=True)
-        return LossOutput(loss, metrics)
+        return self._self_contrast(u, ids)  # patient ids are global: no offset

@@ -37,7 +37,6 @@ from clinseq.objectives._common import (
     check_embeddings,
     check_ids,
     group_structure,
-    mean_group_cosine,
     retrieval_top1,
 )
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
@@ -68,12 +67,7 @@ class PolyWindow(ContrastiveObjective):
         rec = check_ids("PolyWindow", "recording_ids", recording_ids, z.shape[0], z, "N")
         u = l2_normalize(z)
         if self.variant == "all_pairs":
-            keys, key_ids = self._gather(u, rec)
-            loss = self._nce(u, keys, rec, key_ids, exclude_self=True, normalized=True)
-            metrics = {"loss": loss.detach(), "pos_cosine": mean_group_cosine(u, rec)}
-            if self.track_accuracy:
-                metrics["top1"] = retrieval_top1(u, u, rec, rec, exclude_self=True)
-            return LossOutput(loss, metrics)
+            return self._self_contrast(u, rec)
 
         rep, position, count = group_structure(rec)
         sums = torch.zeros_like(u).index_add_(0, rep, u)

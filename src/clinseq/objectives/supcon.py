@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from clinseq.models import l2_normalize
-from clinseq.objectives._common import check_embeddings, check_ids, mean_group_cosine, retrieval_top1
+from clinseq.objectives._common import check_embeddings, check_ids
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
 from clinseq.utils import ConfigError
 
@@ -43,9 +43,4 @@ class SupCon(ContrastiveObjective):
         y = check_ids("SupCon", "labels", labels, b, z)
         u = l2_normalize(z.reshape(b * v, d))
         ids = y.repeat_interleave(v)
-        keys, key_ids = self._gather(u, ids)
-        loss = self._nce(u, keys, ids, key_ids, exclude_self=True, normalized=True)
-        metrics = {"loss": loss.detach(), "pos_cosine": mean_group_cosine(u, ids)}
-        if self.track_accuracy:
-            metrics["top1"] = retrieval_top1(u, u, ids, ids, exclude_self=True)
-        return LossOutput(loss, metrics)
+        return self._self_contrast(u, ids)
