@@ -25,9 +25,7 @@ clinseq (it sits on top, like ``train`` and ``eval``); nothing in clinseq import
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -35,7 +33,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from clinseq.bench.report import COMMAND_ENV, print_table, resolve_device
+from clinseq.bench.report import COMMAND_ENV, print_table, resolve_device, run_child_reporting
 from clinseq.utils import ConfigError
 
 __all__ = ["ALL", "SUITES", "expand_suites", "main", "run_suite"]
@@ -115,18 +113,13 @@ def main(
         cmd += ["--quick"] if quick else []
         cmd += ["--out", str(out_dir)] if out_dir is not None else []
         t0 = time.perf_counter()
-        result: dict[str, Any] = {}
-        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
-            for line in proc.stdout or ():
-                if line.startswith(MARKER):
-                    result = json.loads(line[len(MARKER) :])
-                else:
-                    print(line, end="", flush=True)
-        ok = proc.returncode == 0 and bool(result)
+        returncode, reported = run_child_reporting(cmd, env, MARKER)
+        result: dict[str, Any] = reported or {}
+        ok = returncode == 0 and bool(result)
         summary.append(
             {
                 "suite": name,
-                "status": "ok" if ok else f"FAILED (exit {proc.returncode})",
+                "status": "ok" if ok else f"FAILED (exit {returncode})",
                 "seconds": round(time.perf_counter() - t0, 1),
                 "result": result.get("json", "-"),
                 "figures": ", ".join(Path(f).name for f in result.get("figures", [])) or "-",

@@ -46,7 +46,6 @@ import gc
 import json
 import math
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -58,7 +57,14 @@ import torch
 from torch import nn
 
 from clinseq.bench import plots
-from clinseq.bench.report import device_tag, format_value, print_table, resolve_device, write_results
+from clinseq.bench.report import (
+    device_tag,
+    format_value,
+    print_table,
+    resolve_device,
+    run_child_reporting,
+    write_results,
+)
 from clinseq.bench.timing import free_memory_mib, measure, release_freed_memory
 from clinseq.utils import ClinseqError
 
@@ -570,17 +576,9 @@ def _run_child(
     args = {"group": group, "device": device, "settings": asdict(s), "quick": quick, "threads": threads}
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
     cmd = [sys.executable, "-m", "clinseq.bench.encoder", json.dumps(args)]
-    rows: list[dict] | None = None
-    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
-        for line in proc.stdout or ():
-            if line.startswith(GROUP_MARKER):
-                rows = json.loads(line[len(GROUP_MARKER) :])
-            else:
-                print(line, end="", flush=True)
-    if proc.returncode != 0 or rows is None:
-        raise ClinseqError(
-            f"encoder group {group} failed in its process (exit {proc.returncode}; output above)"
-        )
+    returncode, rows = run_child_reporting(cmd, env, GROUP_MARKER)
+    if returncode != 0 or rows is None:
+        raise ClinseqError(f"encoder group {group} failed in its process (exit {returncode}; output above)")
     return rows
 
 

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -176,6 +177,22 @@ def missing_units(payload: Mapping[str, Any], units: Mapping[str, str] | None = 
         if key not in ("environment", "units"):
             walk(value, str(key), str(key) in units)
     return missing
+
+
+def run_child_reporting(cmd: Sequence[str], env: Mapping[str, str], marker: str) -> tuple[int, Any]:
+    """Run ``cmd`` in a child process, echoing its output live, and return ``(exit code, result)``.
+
+    The child reports its result as one line ``marker + json``; that line is parsed (the last one wins)
+    instead of echoed. ``result`` is None when no such line came.
+    """
+    result: Any = None
+    with subprocess.Popen(list(cmd), env=dict(env), stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
+        for line in proc.stdout or ():
+            if line.startswith(marker):
+                result = json.loads(line[len(marker) :])
+            else:
+                print(line, end="", flush=True)
+    return proc.returncode, result
 
 
 def _clean(value: Any) -> Any:
