@@ -166,6 +166,12 @@ def _year_of_birth() -> pl.Expr:
     return pl.datetime(pl.col("anchor_year") - pl.col("anchor_age"), 1, 1)
 
 
+#: A measured item of labevents or chartevents (same columns): ``LAB//{itemid}//{valueuom}``.
+_LAB = _kind(
+    "charttime", "LAB", "@itemid", "@valueuom", numeric=_number("valuenum"), text=_text_unless_number("value")
+)
+
+
 #: table → how it becomes events. Each table is optional: a missing one is reported and skipped.
 TABLES: dict[str, TableSpec] = {
     "patients": TableSpec(
@@ -239,16 +245,7 @@ TABLES: dict[str, TableSpec] = {
     "labevents": TableSpec(
         "hosp",
         ("subject_id", "itemid", "charttime", "value", "valuenum", "valueuom"),
-        {
-            "lab": _kind(
-                "charttime",
-                "LAB",
-                "@itemid",
-                "@valueuom",
-                numeric=_number("valuenum"),
-                text=_text_unless_number("value"),
-            )
-        },
+        {"lab": _LAB},
         times=("charttime",),
     ),
     "prescriptions": TableSpec(
@@ -333,14 +330,7 @@ TABLES: dict[str, TableSpec] = {
         ("subject_id", "itemid", "charttime", "value", "valuenum", "valueuom"),
         {
             # The MEDS ETL codes charted items like labs: LAB//{itemid}//{uom} (item ids do not overlap).
-            "chart": _kind(
-                "charttime",
-                "LAB",
-                "@itemid",
-                "@valueuom",
-                numeric=_number("valuenum"),
-                text=_text_unless_number("value"),
-            )
+            "chart": _LAB
         },
         times=("charttime",),
     ),
