@@ -31,6 +31,8 @@ from clinseq.kernels import (
 )
 from clinseq.kernels._group_ranges import tile_column_ranges
 
+from ._grads import assert_grads_close, loss_and_grads
+
 gin = importlib.import_module("clinseq.kernels.grouped_info_nce")
 ref = importlib.import_module("clinseq.kernels.reference")
 CUDA = torch.cuda.is_available()
@@ -129,47 +131,16 @@ def _group_inputs(case: GroupCase, seed: int = 0):
 def _run(fn, case: GroupCase, dtype: torch.dtype, inputs=None, seed: int = 0, **extra):
     """Loss and (dq, dk, dτ) with a random grad_output (some weights negative)."""
     q64, k64, q_ids, k_ids, q_groups, k_groups = inputs if inputs is not None else _group_inputs(case, seed)
-    q = q64.to(DEVICE, dtype).requires_grad_()
-    k = q if case.shared else k64.to(DEVICE, dtype).requires_grad_()
-    tdt = torch.float64 if dtype == torch.float64 else torch.float32
-    tau = torch.tensor(case.tau, dtype=tdt, device=DEVICE, requires_grad=True) if case.learn_tau else case.tau
-    loss = fn(
-        q,
-        k,
-        q_ids.to(DEVICE),
-        k_ids.to(DEVICE),
-        tau,
-        exclude_self=case.exclude_self,
-        symmetric=case.symmetric,
-        reduction=case.reduction,
-        n_key_grad=case.n_key_grad,
-        normalized=case.normalized,
-        q_groups=q_groups.to(DEVICE),
-        k_groups=(q_groups if case.shared else k_groups).to(DEVICE),
-        **extra,
-    )
-    weights = torch.rand(loss.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
-    (loss * (2 * weights - 0.5).to(DEVICE, loss.dtype)).sum().backward()
-    return (
-        loss.detach(),
-        q.grad,
-        None if case.shared else k.grad,
-        tau.grad if case.learn_tau else None,
-    )
+    return loss_and_grads(
+        fn, q64, k64, q_ids, k_ids, dtype=dtype, device=DEVICE, tau=case.tau, learn_tau=case.learn_tau,
+        shared=case.shared, seed=seed, exclude_self=case.exclude_self, symmetric=case.symmetric,
+        reduction=case.reduction, n_key_grad=case.n_key_grad, normalized=case.normalized,
+        q_groups=q_groups.to(DEVICE), k_groups=(q_groups if case.shared else k_groups).to(DEVICE), **extra,
+    )  # fmt: skip
 
 
 def _assert_close(got, want, what: str, atol: float = 1e-5, rtol: float = 1e-5) -> None:
-    for name, g, w in zip(("loss", "dq", "dk", "dtau"), got, want, strict=True):
-        if w is None:
-            assert g is None, f"{what}: {name} should be absent"
-            continue
-        torch.testing.assert_close(
-            g.double().cpu(),
-            w.double().cpu(),
-            atol=atol,
-            rtol=rtol,
-            msg=lambda m, n=name: f"{what}: {n}: {m}",
-        )
+    assert_grads_close(got, want, what, atol, rtol)
 
 
 GROUP_CASES = [

@@ -26,6 +26,8 @@ from clinseq.kernels import (
 )
 from clinseq.utils import ConfigError
 
+from ._grads import assert_grads_close, loss_and_grads
+
 # The package re-exports the function under the module's own name, so fetch the module itself.
 gin = importlib.import_module("clinseq.kernels.grouped_info_nce")
 CUDA = torch.cuda.is_available()
@@ -126,18 +128,6 @@ def _evaluate(
     q64, k64, q_ids, k_ids, groups = _inputs(case, seed)
     if round_to is not None:
         q64, k64 = q64.to(round_to).double(), k64.to(round_to).double()
-    q = q64.to(DEVICE, dtype).requires_grad_()
-    k = q if case.shared else k64.to(DEVICE, dtype).requires_grad_()
-    tau = (
-        torch.tensor(
-            case.tau,
-            dtype=torch.float64 if dtype == torch.float64 else torch.float32,
-            device=DEVICE,
-            requires_grad=True,
-        )
-        if case.learn_tau
-        else case.tau
-    )
     kwargs = dict(
         exclude_self=case.exclude_self,
         symmetric=case.symmetric,
@@ -148,27 +138,14 @@ def _evaluate(
     )
     if groups is not None:
         kwargs.update(q_groups=groups[0].to(DEVICE), k_groups=groups[1].to(DEVICE))
-    loss = fn(q, k, q_ids.to(DEVICE), k_ids.to(DEVICE), tau, **kwargs, **extra)
-    weights = torch.rand(loss.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
-    (loss * (2 * weights - 0.5).to(DEVICE, loss.dtype)).sum().backward()  # grad_output ≠ 1, some < 0
-    dk = None if case.shared else k.grad
-    dtau = tau.grad if case.learn_tau else None
-    return loss.detach(), q.grad, dk, dtau
+    return loss_and_grads(
+        fn, q64, k64, q_ids, k_ids, dtype=dtype, device=DEVICE, tau=case.tau, learn_tau=case.learn_tau,
+        shared=case.shared, seed=seed, **kwargs, **extra,
+    )  # fmt: skip
 
 
 def _assert_matches(got, want, atol: float, rtol: float, what: str) -> None:
-    for name, g, w in zip(("loss", "dq", "dk", "dtau"), got, want, strict=True):
-        if w is None:
-            assert g is None or not g.abs().any(), f"{what}: {name} should be absent or zero"
-            continue
-        assert g is not None, f"{what}: {name} missing"
-        torch.testing.assert_close(
-            g.double().cpu(),
-            w.double().cpu(),
-            atol=atol,
-            rtol=rtol,
-            msg=lambda m, n=name: f"{what}: {n}: {m}",
-        )
+    assert_grads_close(got, want, what, atol, rtol, absent_may_be_zero=True)
 
 
 CASES = [
