@@ -229,6 +229,35 @@ if HAS_TRITON:
         return tl.load(ptrs, mask=(offs < n)[:, None] & (offs_d < D)[None, :], other=0.0)
 
     @triton.jit
+    def _scan_bounds(LO, HI, pid, n, HAS_GROUPS: tl.constexpr):
+        """[lo, hi): the rows of the streamed side that program ``pid`` visits. With groups, only these can
+        share a group with its rows (all of [0, n) unless that side's groups are sorted; see
+        _group_ranges), so the tiles of other groups are never loaded."""
+        if HAS_GROUPS:
+            lo = tl.load(LO + pid)
+            hi = tl.load(HI + pid)
+        else:
+            lo = 0
+            hi = n
+        return lo, hi
+
+    @triton.jit
+    def _tile_masks(
+        offs_x, offs_y, x_ok, y_ok, x_ids, x_groups, Y_IDS, Y_GROUPS,
+        EXCLUDE_SELF: tl.constexpr, HAS_GROUPS: tl.constexpr,
+    ):  # fmt: skip
+        """(valid, positive) masks of a (rows x, columns y) tile: the candidate and positive rules of the
+        loss (module docstring), ``x_groups`` ignored without groups."""
+        valid = x_ok[:, None] & y_ok[None, :]
+        if EXCLUDE_SELF:
+            valid = valid & (offs_x[:, None] != offs_y[None, :])
+        if HAS_GROUPS:
+            y_groups = tl.load(Y_GROUPS + offs_y, mask=y_ok, other=0)
+            valid = valid & (x_groups[:, None] == y_groups[None, :])
+        y_ids = tl.load(Y_IDS + offs_y, mask=y_ok, other=0)
+        return valid, valid & (x_ids[:, None] == y_ids[None, :])
+
+    @triton.jit
     def _forward_kernel(
         Q,
         K,
@@ -264,6 +293,8 @@ if HAS_TRITON:
         qid = tl.load(QID + offs_m, mask=row_ok, other=0)
         if HAS_GROUPS:
             qgrp = tl.load(QGRP + offs_m, mask=row_ok, other=0)
+        else:
+            qgrp = qid  # not read without groups
         scale = 1.4426950408889634 / tl.load(TAU)  # log2(e)/τ: exp2 below, no separate exp
         if RESIDENT:
             q = _load_rows(Q, offs_m, N, D, stride_q, 0, BLOCK_M, BLOCK_D)
@@ -274,14 +305,7 @@ if HAS_TRITON:
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         psum = tl.zeros([BLOCK_M], dtype=tl.float32)
         pcnt = tl.zeros([BLOCK_M], dtype=tl.int32)
-        if HAS_GROUPS:
-            # Only [lo, hi) can hold a column of this block's groups (the full [0, M) unless k_groups is
-            # sorted; see _group_ranges): the key tiles of other groups are never loaded.
-            lo = tl.load(COL_LO + pid)
-            hi = tl.load(COL_HI + pid)
-        else:
-            lo = 0
-            hi = M
+        lo, hi = _scan_bounds(COL_LO, COL_HI, pid, M, HAS_GROUPS)
         n_tiles = 0
         for start_n in range(lo, hi, BLOCK_N):
             offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -294,14 +318,9 @@ if HAS_TRITON:
                     Q, K, offs_m, offs_n, N, hi, D, stride_q, stride_k, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION
                 )
             s2 = x * scale
-            valid = row_ok[:, None] & col_ok[None, :]
-            if EXCLUDE_SELF:
-                valid = valid & (offs_m[:, None] != offs_n[None, :])
-            if HAS_GROUPS:
-                kgrp = tl.load(KGRP + offs_n, mask=col_ok, other=0)
-                valid = valid & (qgrp[:, None] == kgrp[None, :])
-            kid = tl.load(KID + offs_n, mask=col_ok, other=0)
-            pos = valid & (qid[:, None] == kid[None, :])
+            valid, pos = _tile_masks(
+                offs_m, offs_n, row_ok, col_ok, qid, qgrp, KID, KGRP, EXCLUDE_SELF, HAS_GROUPS
+            )
             s2 = tl.where(valid, s2, float("-inf"))
             if NORMALIZED:
                 l_i += tl.sum(tl.exp2(s2 - m_i[:, None]), 1)
@@ -402,6 +421,8 @@ if HAS_TRITON:
         xid = tl.load(XID + offs_x, mask=x_ok, other=0)
         if HAS_GROUPS:
             xgrp = tl.load(XGRP + offs_x, mask=x_ok, other=0)
+        else:
+            xgrp = xid  # not read without groups
         # Rows past the end read LSE = +inf and A = B = 0, so their G is exactly 0.
         if ROWS_ARE_Q or SYMMETRIC:
             lse_x = tl.load(LSE_X + offs_x, mask=x_ok, other=float("inf"))
@@ -416,12 +437,7 @@ if HAS_TRITON:
             x_rows = _load_rows(X, offs_x, NX, D, stride_x, 0, BLOCK_X, BLOCK_D)
         acc = tl.zeros([BLOCK_X, BLOCK_DO], dtype=tl.float32)
         tau_acc = tl.zeros([BLOCK_X], dtype=tl.float32)
-        if HAS_GROUPS:  # as in the forward: only the Y tiles that can share a group with these rows
-            lo = tl.load(Y_LO + pid_x)
-            hi = tl.load(Y_HI + pid_x)
-        else:
-            lo = 0
-            hi = NY
+        lo, hi = _scan_bounds(Y_LO, Y_HI, pid_x, NY, HAS_GROUPS)
         n_tiles = 0
         for start_y in range(lo, hi, BLOCK_Y):
             offs_y = start_y + tl.arange(0, BLOCK_Y)
@@ -434,14 +450,9 @@ if HAS_TRITON:
                     X, Y, offs_x, offs_y, NX, hi, D, stride_x, stride_y, BLOCK_X, BLOCK_Y, BLOCK_D, PRECISION
                 )
             s2 = xy * scale
-            valid = x_ok[:, None] & y_ok[None, :]
-            if EXCLUDE_SELF:
-                valid = valid & (offs_x[:, None] != offs_y[None, :])
-            if HAS_GROUPS:
-                ygrp = tl.load(YGRP + offs_y, mask=y_ok, other=0)
-                valid = valid & (xgrp[:, None] == ygrp[None, :])
-            yid = tl.load(YID + offs_y, mask=y_ok, other=0)
-            pos = valid & (xid[:, None] == yid[None, :])
+            valid, pos = _tile_masks(
+                offs_x, offs_y, x_ok, y_ok, xid, xgrp, YID, YGRP, EXCLUDE_SELF, HAS_GROUPS
+            )
             if SYMMETRIC or not ROWS_ARE_Q:
                 lse_y = tl.load(LSE_Y + offs_y, mask=y_ok, other=float("inf"))
                 a_y = tl.load(A_Y + offs_y, mask=y_ok, other=0.0)
