@@ -14,7 +14,6 @@ It prints one JSON line per kernel variant (``regs``, ``stack`` bytes: > 0 means
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-gin = importlib.import_module("clinseq.kernels.grouped_info_nce")
+from clinseq.kernels import info_nce as gin
 
 _POINTERS = {
     # forward

@@ -13,7 +13,6 @@ here by a plain scan.
 from __future__ import annotations
 
 import bisect
-import importlib
 from dataclasses import dataclass
 
 import pytest
@@ -29,12 +28,12 @@ from clinseq.kernels import (
     grouped_info_nce,
     naive_grouped_info_nce,
 )
+from clinseq.kernels import info_nce as gin
+from clinseq.kernels import reference as ref
 from clinseq.kernels._group_ranges import tile_column_ranges
 
 from ._grads import assert_grads_close, loss_and_grads
 
-gin = importlib.import_module("clinseq.kernels.grouped_info_nce")
-ref = importlib.import_module("clinseq.kernels.reference")
 CUDA = torch.cuda.is_available()
 TRITON_RUNS = HAS_TRITON and (CUDA or gin.INTERPRETED)
 DEVICE = "cuda" if CUDA else "cpu"

@@ -207,7 +207,7 @@ def _logits_per_pass(method: str, u, ids, groups) -> int:
     if method.startswith("chunked"):
         n = u.shape[0]
         return sum((i1 - i0) * (hi - lo) for i0, i1, lo, hi in reference._chunks(groups, groups, n, n, None))
-    gin = importlib.import_module("clinseq.kernels.grouped_info_nce")
+    gin = importlib.import_module("clinseq.kernels.info_nce")
     cfg = gin.tile_config("fwd", u.device, u.shape[1])
     with gin.count_visited_tiles() as log:  # a counting variant of the kernel, one extra launch
         grouped_info_nce(u.detach(), u.detach(), ids, ids, 1.0, q_groups=groups, k_groups=groups)

@@ -10,7 +10,7 @@ This layer imports nothing of clinseq but :mod:`clinseq.utils`; Triton is option
 chunked torch path).
 """
 
-from clinseq.kernels.grouped_info_nce import (
+from clinseq.kernels.info_nce import (
     HAS_TRITON,
     TileConfig,
     cpc_ids,
