@@ -305,6 +305,50 @@ def test_cpc_against_loops() -> None:
         torch.testing.assert_close(out.metrics[f"loss_step{k}"], torch.stack(v).mean(), **F64)
 
 
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_cpc_mehari_against_loops(tau: float) -> None:
+    """Mehari & Strodthoff's CPC: one step k, sampled negatives (never at position t + k), Σ_t mean_b."""
+    g = torch.Generator().manual_seed(13)
+    b, t, dz, dc, k, n_neg = 3, 7, 3, 4, 2, 5
+    cpc = CPC(dc, dz, n_steps=k, temperature=tau, variant="mehari", n_negatives=n_neg).double()
+    z = torch.randn(b, t, dz, generator=g, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(b, t, dc, generator=g, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(3)
+    idx = cpc.negative_indices(b, t)
+    torch.manual_seed(3)  # forward draws the same negatives
+    out = cpc(z, c)
+    w = cpc.predictor_weight(k)
+    loss = 0.0
+    for ti in range(t - k):
+        terms = []
+        for bi in range(b):
+            p = w @ c[bi, ti]
+            negatives = [z[j // t, j % t] for j in idx[bi, ti].tolist()]
+            assert all(j % t != ti + k for j in idx[bi, ti].tolist())  # never the target's position
+            scores = torch.stack([p @ z[bi, ti + k], *(p @ n for n in negatives)]) / tau
+            terms.append(-torch.log_softmax(scores, 0)[0])  # cross-entropy, target = the positive
+        loss = loss + torch.stack(terms).mean()  # mean over the batch, summed over t
+    torch.testing.assert_close(out.loss, loss, **F64)
+    for x in (z, c):
+        torch.testing.assert_close(
+            torch.autograd.grad(out.loss, x, retain_graph=True)[0],
+            torch.autograd.grad(loss, x, retain_graph=True)[0],
+            **F64,
+        )
+
+
+def test_cpc_mehari_negatives_cover_every_other_frame() -> None:
+    b, t, k = 2, 5, 3
+    cpc = CPC(4, 3, n_steps=k, variant="mehari", n_negatives=4000)
+    torch.manual_seed(0)
+    idx = cpc.negative_indices(b, t)
+    assert idx.shape == (b, t - k, 4000)
+    for ti in range(t - k):
+        drawn = set(idx[:, ti].flatten().tolist())
+        allowed = {bj * t + tj for bj in range(b) for tj in range(t) if tj != ti + k}
+        assert drawn == allowed  # all other frames of the batch, any sequence, and nothing else
+
+
 # ------------------------------------------------------------------------------------------- COMET
 def _ts2vec_temporal(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """Observation level: per sample, 2T × 2T dot products, self excluded, positive = other view, same t."""

@@ -184,6 +184,10 @@ def test_shapes_and_ids_are_validated_with_precise_messages() -> None:
         CPC(4, 3)(torch.randn(2, 1, 3), torch.randn(2, 1, 4))
     with pytest.raises(ConfigError, match=r"CPC was built for z \(B, T, 3\) and c \(B, T, 4\)"):
         CPC(4, 3)(torch.randn(2, 5, 3), torch.randn(2, 5, 5))
+    with pytest.raises(ConfigError, match="needs T > 3 frames"):
+        CPC(4, 3, n_steps=3, variant="mehari")(torch.randn(2, 3, 3), torch.randn(2, 3, 4))
+    with pytest.raises(ConfigError, match="variant must be one of"):
+        CPC(4, 3, variant="mehari2022")
     with pytest.raises(ConfigError, match=r"COMET expects z1 of shape \(B, T, D\)"):
         COMET()(z, z)
     with pytest.raises(ConfigError, match=r"CrossModalCLIP expects z_ecg and z_ehr of the same shape"):

@@ -20,6 +20,13 @@ ECG of the same patient in the batch (paper's eqs. 2–3). In the grouped form u
 The paper averages its diagonal and off-diagonal terms separately; here each row averages over all of
 its positives (SupCon's L_out), which coincides with the paper when no patient repeats in the batch. All
 view pairs are computed in one grouped-InfoNCE launch (groups = ordered view pair).
+
+The official code (github.com/danikiyasseh/CLOCS, ``obtain_contrastive_loss``) does not average over view
+pairs for these modes: inside its loop over view pairs it *assigns* the CMSC/CMLC/CMSMLC loss
+(``loss = loss_diag1 + loss_diag2``, not ``+=``) and divides by the number of pairs at the end, so only
+the last pair counts, scaled by 1/(number of pairs). With CMSC's two segments (one pair) that is the
+mean over pairs written above; with CMLC's 4 leads (6 pairs) or CMSMLC it is not, and figures of the
+official CMLC/CMSMLC are not comparable with this module's (nor with the paper's definition) there.
 """
 
 from __future__ import annotations

@@ -20,10 +20,17 @@ halves of a segment, with time masking (ratio 0.5) and frequency perturbation (r
 data-side (``clinseq.data``).
 
 This module is derived from the paper's definition as design §5 states it, not ported from the
-authors' code (which, the design notes, reads an attribute it never sets). For the record, the loss in
-their repository as we read it (``model/loss.py``, ``id_momentum_loss``) averages −log softmax over
-same-patient *pairs* j ≠ i, leaving the row's own key out of the patient positives, and averages the two
-terms instead of scaling their sum by τ.
+authors' code (which, the design notes, reads an attribute it never sets). What the loss in their
+repository (github.com/3hiuwoo/PMQ) does, as we read it: it builds the B × (B + K) similarity of the
+queries against [batch keys; queue] and takes as patient positives of row i the same-patient columns
+*after the row* — batch keys k_j with j > i and every same-patient queued key (``np.triu(..., 1)`` of
+the same-patient mask), not every j ≠ i, so the first of two same-patient rows sees the second's key
+and the second does not see the first's. The instance term (the diagonal, k_i) is separate, and the
+patient term is a mean over all (row, positive) pairs of the batch, not a per-row mean over P(i). In
+``model/loss.py`` (``id_momentum_loss``, ``id_momentum_contrastive_loss``) the two terms are averaged,
+(L_inst + L_pat) / 2; the loss of their ``tfp.py`` (``TFP2.loss_func``) returns 2·τ × the mean of its
+terms (for two terms τ × their sum): the official code does scale the sum by τ, as the paper's
+L = τ · (L_inst + L_pat) and this module (``scale_by_temperature=True``) do.
 
 Usage::
 
