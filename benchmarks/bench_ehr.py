@@ -128,7 +128,7 @@ def replicated_source(demo: Path, tmp: Path, copies: int) -> Path:
     """The demo's tables, each written ``copies`` times with shifted subject/admission ids, as CSV.GZ."""
     import polars as pl
 
-    from clinseq.io.mimic_iv import DICTIONARIES, TABLES, find_table
+    from clinseq.io.mimic_iv_tables import DICTIONARIES, TABLES, find_table
 
     ids = [
         pl.read_csv(find_table(demo, t), columns=[c])[c]
@@ -162,7 +162,7 @@ def replicated_source(demo: Path, tmp: Path, copies: int) -> Path:
 
 def decompression_floor(src: Path) -> dict:
     """zlib decompression of every event table's .csv.gz, streamed (1 MiB reads), one core."""
-    from clinseq.io.mimic_iv import TABLES, find_table
+    from clinseq.io.mimic_iv_tables import TABLES, find_table
 
     n_bytes, t0, cpu0 = 0, time.perf_counter(), time.process_time()
     for table in TABLES:
@@ -180,7 +180,7 @@ def parse_floor(src: Path) -> dict:
     """polars reading (decompress + parse) the columns the converter needs, as text, all tables."""
     import polars as pl
 
-    from clinseq.io.mimic_iv import TABLES, find_table
+    from clinseq.io.mimic_iv_tables import TABLES, find_table
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     rows = 0
@@ -193,7 +193,7 @@ def parse_floor(src: Path) -> dict:
 
 
 def measure_slices(store: Path, n: int) -> list[dict]:
-    from clinseq.timeline.events import EventIndex
+    from clinseq.timeline.events_read import EventIndex
 
     index = EventIndex.open(store)
     if index is None:

@@ -20,7 +20,7 @@ from clinseq.data.event_sequences import (
     encode_events,
     window_item,
 )
-from clinseq.timeline.events import EventIndex
+from clinseq.timeline.events_read import EventIndex
 
 Setup = tuple[EventIndex, list[int], list[int]]
 

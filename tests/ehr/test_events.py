@@ -15,15 +15,10 @@ from hypothesis import strategies as st
 
 from clinseq.io.meds import attach_events, export_meds
 from clinseq.timeline import StoreWriter, TimelineStore
-from clinseq.timeline.events import (
-    EVENT_SORT,
-    LOCAL_CODE,
-    EventIndex,
-    canonical_sort,
-    context_events,
-    sort_events,
-    write_event_index,
-)
+from clinseq.timeline.events import EVENT_SORT, LOCAL_CODE, sort_events
+from clinseq.timeline.events_read import EventIndex
+from clinseq.timeline.events_sort import canonical_sort
+from clinseq.timeline.events_write import write_event_index
 from clinseq.timeline.records import Recording
 from clinseq.utils import StoreError
 
@@ -249,7 +244,7 @@ def test_attach_events_and_context_before_a_recording(mimic_store: Path, tmp_pat
     assert set(EventIndex.open(store_path).subject_ids.tolist()) == {r[1] for r in recs}
     all_events = pl.read_parquet(mimic_store / "events" / "data" / "*.parquet")
     for rid, pid, start in recs:
-        got = context_events(store, rid, window_s=7 * 86400)
+        got = store.context_events(rid, window_s=7 * 86400)
         lo = start - timedelta(days=7)
         mine = all_events.filter(pl.col("subject_id") == pid)
         expected = pl.concat(
@@ -265,7 +260,7 @@ def test_attach_events_and_context_before_a_recording(mimic_store: Path, tmp_pat
         attach_events(store_path, meds_root)
     assert not list(store_path.glob(".attach-tmp-*"))
     with pytest.raises(ValueError, match="window_s must be > 0"):
-        context_events(store, 1, window_s=0)
+        store.context_events(1, window_s=0)
 
 
 # -- the canonical order ----------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from clinseq.io.mimic_iv import TABLES, convert_mimic_iv
+from clinseq.io.mimic_iv import convert_mimic_iv
+from clinseq.io.mimic_iv_tables import TABLES
 from clinseq.timeline.events import EVENTS_ARROW
 from clinseq.utils import SourceError
 
@@ -424,7 +425,7 @@ def test_a_crash_while_sorting_resumes_the_finished_shards(
     demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = _mini_source(demo_root, tmp_path)
-    from clinseq.timeline import events as events_module
+    from clinseq.timeline import events_write as events_module
 
     real = events_module.EventIndexWriter.add_shard
     calls = {"n": 0}

@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
-from clinseq.timeline.events import EventIndex
+from clinseq.timeline.events_read import EventIndex
 
 PAD, UNK = 0, 1
 NO_TIME = np.iinfo(np.int64).min

@@ -1,24 +1,25 @@
 """MIMIC-IV (hosp/ and icu/ CSV or CSV.GZ, as published on PhysioNet) → an events timeline store.
 
 Johnson et al., "MIMIC-IV, a freely accessible electronic health record dataset", Sci Data 10, 1 (2023).
-Codes follow the MEDS MIMIC-IV ETL conventions (``LAB//{itemid}//{valueuom}``,
-``DIAGNOSIS//ICD//{icd_version}//{icd_code}``...), with a null code part written ``UNK``; the output was
-checked against the official MEDS version of the demo (``tests/ehr/test_mimic_iv.py``). The full
-table → code map is :data:`TABLES` (and ``data_cards/mimic_iv.md``).
+How each table becomes MEDS events (codes as the MEDS MIMIC-IV ETL writes them) is the
+:data:`~clinseq.io.mimic_iv_tables.TABLES` spec; this module is the pipeline that applies it.
 
-Pipeline, with polars streaming scans so that memory is bounded by a batch and a few shards rather than
-the dataset (labevents ≈ 120 M rows, chartevents ≈ 330 M):
+Pipeline (plan → stage → write), with polars streaming scans so that memory is bounded by a batch and a
+few shards rather than the dataset (labevents ≈ 120 M rows, chartevents ≈ 330 M):
 
-1. plan shards (subject-id ranges) from ``patients``, and read the two lookups other tables need from
-   ``admissions``: each admission's ``dischtime`` and each subject's first ``deathtime``;
-2. per table, **one streaming pass** over the CSV (gzip decompressed as it streams, only the needed
-   columns parsed): each batch of typed rows gives every event kind of the table, staged sorted by
-   shard (:class:`~clinseq.io.meds.EventStager`), and the row counts, events per kind and unparsable
-   rows are counted from the same batches. Tables run in parallel (``workers`` threads, largest first;
-   polars releases the GIL). Only when a table has a bad row is it read again, to name the first one
-   (or, for timestamps in an unexpected format, to parse it tolerantly);
-3. each shard is sorted once and written as ``events/data/NNNNN.parquet`` (MEDS) and appended to
-   ``events.arrow`` (:func:`clinseq.io.meds.write_events`), shards in parallel under a memory bound.
+1. **plan** (:func:`_plan`): check the arguments, find the tables, plan shards (subject-id ranges) from
+   ``patients``;
+2. **stage** (:class:`_TableStager`): admissions first, and the two lookups other tables need from it
+   (each admission's ``dischtime``, each subject's first ``deathtime``); then per table, one streaming
+   pass over the CSV (gzip decompressed as it streams, only the needed columns parsed): each batch of
+   typed rows gives every event kind of the table, staged sorted by shard
+   (:class:`~clinseq.timeline.events_write.EventStager`), and the row counts, events per kind and
+   unparsable rows are counted from the same batches. Tables run in parallel (``workers`` threads,
+   largest first; polars releases the GIL). Only when a table has a bad row is it read again, to name
+   the first one (or, for timestamps in an unexpected format, to parse it tolerantly);
+3. **write** (:func:`_write_shards`, :func:`_write_splits`): each shard is sorted once and written as
+   ``events/data/NNNNN.parquet`` (MEDS) and appended to ``events.arrow``
+   (:func:`clinseq.timeline.events_write.write_events`), shards in parallel under a memory bound.
 
 Where the time goes (``benchmarks/bench_ehr.py``): reading the gzipped CSVs is about a third of it
 (gzip decompression alone is about as costly as polars' whole CSV read), building and staging the
@@ -46,17 +47,19 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
-from clinseq.io.meds import (
+from clinseq.io.mimic_iv_tables import DICTIONARIES, TABLES, TableSpec, describe_codes, find_table
+from clinseq.timeline.events_write import (
     DEFAULT_SUBJECTS_PER_SHARD,
     STAGE_BATCH_ROWS,
+    EventsSummary,
     EventStager,
     StagedEvents,
     assign_splits,
@@ -69,7 +72,6 @@ from clinseq.timeline.writer import StoreWriter
 from clinseq.utils import ConfigError, SourceError
 
 OnError = Literal["raise", "skip"]
-UNK = "UNK"
 _ROW = "_row"
 _BAD = "_bad"
 _TEXT = "_text_"
@@ -77,314 +79,6 @@ DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DATE_FORMAT = "%Y-%m-%d"
 #: Staging layout version: a resumed run discards staging written by another layout.
 _STAGING_VERSION = 3
-
-
-def _code(*parts: str) -> pl.Expr:
-    """``A//B//C`` from literal parts and ``"@column"`` parts; a null column value becomes ``UNK``."""
-    exprs = [pl.col(p[1:]).fill_null(UNK) if p.startswith("@") else pl.lit(p) for p in parts]
-    return exprs[0].alias("code") if len(exprs) == 1 else pl.concat_str(exprs, separator="//").alias("code")
-
-
-def _number(column: str) -> pl.Expr:
-    """A numeric text column as float32, correctly rounded (polars' direct text → float32 cast is not:
-    it gives 20.253061 for "20.25306224822998", whose nearest float32 is 20.253063)."""
-    return pl.col(column).cast(pl.Float64, strict=False).cast(pl.Float32)
-
-
-def _text_unless_number(column: str) -> pl.Expr:
-    """The text of a value column, kept only when it is not a number (a number is ``numeric_value``):
-    the MEDS MIMIC-IV ETL's rule, so "NEG", "___" or ">100" stay while "98" is not stored twice."""
-    return pl.when(pl.col(column).cast(pl.Float64, strict=False).is_null()).then(pl.col(column))
-
-
-@dataclass(frozen=True)
-class EventKind:
-    """One kind of event a table row gives: its time, code parts (``"@col"`` = a column) and values.
-
-    ``time`` None makes a static event (MEDS ``time`` null). A row gives this event when its time is
-    not null; the others are dropped and counted (``dropped_no_usable_time`` in the manifest).
-    """
-
-    time: str | pl.Expr | None
-    code: tuple[str, ...]
-    numeric: pl.Expr | None = None
-    text: pl.Expr | None = None
-
-    def time_expr(self) -> pl.Expr:
-        if self.time is None:
-            return pl.lit(None, pl.Datetime("us"))
-        return (pl.col(self.time) if isinstance(self.time, str) else self.time).cast(pl.Datetime("us"))
-
-    def build(self, typed: pl.LazyFrame) -> pl.LazyFrame:
-        """The events of this kind (the five MEDS columns), rows without a usable time removed."""
-        out = typed.select(
-            pl.col("subject_id"),
-            self.time_expr().alias("time"),
-            _code(*self.code),
-            (pl.lit(None, pl.Float32) if self.numeric is None else self.numeric.cast(pl.Float32)).alias(
-                "numeric_value"
-            ),
-            (pl.lit(None, pl.String) if self.text is None else self.text.cast(pl.String)).alias("text_value"),
-        )
-        return out if self.time is None else out.filter(pl.col("time").is_not_null())
-
-
-def _kind(
-    time: str | pl.Expr | None,
-    *code: str,
-    numeric: pl.Expr | None = None,
-    text: pl.Expr | None = None,
-) -> EventKind:
-    return EventKind(time, code, numeric, text)
-
-
-#: Lookup columns a table gets from ``admissions``: its admission's discharge time, the subject's death.
-Lookup = Literal["dischtime", "deathtime"]
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """How one MIMIC-IV table becomes events.
-
-    ``times`` are parsed as ``%Y-%m-%d %H:%M:%S`` and ``dates`` as ``%Y-%m-%d`` (MIMIC-IV's DATE
-    columns); a table whose timestamps come in another shape (fractional seconds, a date in a
-    timestamp column) is read again with a tolerant parser. ``integers`` must parse as integers.
-    ``lookups`` are joined from ``admissions``: ``dischtime`` on ``hadm_id``, ``deathtime`` (the
-    subject's first in-hospital death) on ``subject_id``.
-    """
-
-    folder: str
-    required: tuple[str, ...]
-    events: dict[str, EventKind]
-    times: tuple[str, ...] = ()
-    dates: tuple[str, ...] = ()
-    integers: tuple[str, ...] = ()
-    lookups: tuple[Lookup, ...] = field(default_factory=tuple)
-
-
-def _year_of_birth() -> pl.Expr:
-    return pl.datetime(pl.col("anchor_year") - pl.col("anchor_age"), 1, 1)
-
-
-#: A measured item of labevents or chartevents (same columns): ``LAB//{itemid}//{valueuom}``.
-_LAB = _kind(
-    "charttime", "LAB", "@itemid", "@valueuom", numeric=_number("valuenum"), text=_text_unless_number("value")
-)
-
-
-#: table → how it becomes events. Each table is optional: a missing one is reported and skipped.
-TABLES: dict[str, TableSpec] = {
-    "patients": TableSpec(
-        "hosp",
-        ("subject_id", "gender", "anchor_age", "anchor_year", "dod"),
-        {
-            "gender": _kind(None, "GENDER", "@gender"),
-            "birth": _kind(_year_of_birth(), "MEDS_BIRTH"),
-            "death": _kind(pl.coalesce("deathtime", "dod"), "MEDS_DEATH"),
-        },
-        dates=("dod",),
-        integers=("anchor_age", "anchor_year"),
-        lookups=("deathtime",),
-    ),
-    "admissions": TableSpec(
-        "hosp",
-        (
-            "subject_id",
-            "hadm_id",
-            "admittime",
-            "dischtime",
-            "deathtime",
-            "admission_type",
-            "admission_location",
-            "discharge_location",
-            "edregtime",
-            "edouttime",
-        ),
-        {
-            "admission": _kind("admittime", "HOSPITAL_ADMISSION", "@admission_type", "@admission_location"),
-            "discharge": _kind("dischtime", "HOSPITAL_DISCHARGE", "@discharge_location"),
-            "ed_registration": _kind("edregtime", "ED_REGISTRATION"),
-            "ed_out": _kind("edouttime", "ED_OUT"),
-        },
-        times=("admittime", "dischtime", "deathtime", "edregtime", "edouttime"),
-        integers=("hadm_id",),
-    ),
-    "transfers": TableSpec(
-        "hosp",
-        ("subject_id", "eventtype", "careunit", "intime"),
-        {"transfer": _kind("intime", "TRANSFER_TO", "@eventtype", "@careunit")},
-        times=("intime",),
-    ),
-    "diagnoses_icd": TableSpec(
-        "hosp",
-        ("subject_id", "hadm_id", "icd_code", "icd_version"),
-        {"diagnosis": _kind("dischtime", "DIAGNOSIS", "ICD", "@icd_version", "@icd_code")},
-        integers=("hadm_id",),
-        lookups=("dischtime",),
-    ),
-    "procedures_icd": TableSpec(
-        "hosp",
-        ("subject_id", "hadm_id", "icd_code", "icd_version"),
-        {"procedure": _kind("dischtime", "PROCEDURE", "ICD", "@icd_version", "@icd_code")},
-        integers=("hadm_id",),
-        lookups=("dischtime",),
-    ),
-    "drgcodes": TableSpec(
-        "hosp",
-        ("subject_id", "hadm_id", "drg_type", "drg_code", "description"),
-        {"drg": _kind("dischtime", "DRG", "@drg_type", "@drg_code", "@description")},
-        integers=("hadm_id",),
-        lookups=("dischtime",),
-    ),
-    "hcpcsevents": TableSpec(
-        "hosp",
-        ("subject_id", "chartdate", "short_description"),
-        {"hcpcs": _kind("chartdate", "HCPCS", "@short_description")},
-        dates=("chartdate",),
-    ),
-    "labevents": TableSpec(
-        "hosp",
-        ("subject_id", "itemid", "charttime", "value", "valuenum", "valueuom"),
-        {"lab": _LAB},
-        times=("charttime",),
-    ),
-    "prescriptions": TableSpec(
-        "hosp",
-        ("subject_id", "starttime", "drug", "dose_val_rx"),
-        {
-            "prescription": _kind(
-                "starttime",
-                "MEDICATION",
-                "PRESCRIPTION",
-                "@drug",
-                numeric=_number("dose_val_rx"),
-                text=_text_unless_number("dose_val_rx"),
-            )
-        },
-        times=("starttime",),
-    ),
-    "pharmacy": TableSpec(
-        "hosp",
-        ("subject_id", "starttime", "stoptime", "medication"),
-        {
-            "start": _kind("starttime", "MEDICATION", "START", "@medication"),
-            "stop": _kind("stoptime", "MEDICATION", "STOP", "@medication"),
-        },
-        times=("starttime", "stoptime"),
-    ),
-    "emar": TableSpec(
-        "hosp",
-        ("subject_id", "charttime", "medication", "event_txt"),
-        {"administration": _kind("charttime", "MEDICATION", "@medication", "@event_txt")},
-        times=("charttime",),
-    ),
-    "omr": TableSpec(
-        "hosp",
-        ("subject_id", "chartdate", "result_name", "result_value"),
-        {
-            "omr": _kind(
-                "chartdate",
-                "@result_name",
-                numeric=_number("result_value"),
-                text=_text_unless_number("result_value"),
-            )
-        },
-        dates=("chartdate",),
-    ),
-    "microbiologyevents": TableSpec(
-        "hosp",
-        (
-            "subject_id",
-            "chartdate",
-            "charttime",
-            "test_name",
-            "org_name",
-            "ab_name",
-            "interpretation",
-            "dilution_value",
-        ),
-        {
-            "micro": _kind(
-                pl.coalesce("charttime", "chartdate"),
-                "MICROBIOLOGY",
-                "@test_name",
-                "@org_name",
-                "@ab_name",
-                numeric=_number("dilution_value"),
-                text=pl.col("interpretation"),
-            )
-        },
-        times=("chartdate", "charttime"),
-    ),
-    "icustays": TableSpec(
-        "icu",
-        ("subject_id", "first_careunit", "last_careunit", "intime", "outtime"),
-        {
-            "icu_admission": _kind("intime", "ICU_ADMISSION", "@first_careunit"),
-            "icu_discharge": _kind("outtime", "ICU_DISCHARGE", "@last_careunit"),
-        },
-        times=("intime", "outtime"),
-    ),
-    "chartevents": TableSpec(
-        "icu",
-        ("subject_id", "itemid", "charttime", "value", "valuenum", "valueuom"),
-        {
-            # The MEDS ETL codes charted items like labs: LAB//{itemid}//{uom} (item ids do not overlap).
-            "chart": _LAB
-        },
-        times=("charttime",),
-    ),
-    "inputevents": TableSpec(
-        "icu",
-        ("subject_id", "itemid", "starttime", "endtime", "amount", "rate", "patientweight"),
-        {
-            "infusion_start": _kind("starttime", "INFUSION_START", "@itemid", numeric=_number("rate")),
-            "infusion_end": _kind("endtime", "INFUSION_END", "@itemid", numeric=_number("amount")),
-            "weight": _kind(
-                pl.when(pl.col("patientweight").is_not_null()).then(pl.col("starttime")),
-                "SUBJECT_WEIGHT_AT_INFUSION",
-                "KG",
-                numeric=_number("patientweight"),
-            ),
-        },
-        times=("starttime", "endtime"),
-    ),
-    "outputevents": TableSpec(
-        "icu",
-        ("subject_id", "itemid", "charttime", "value", "valueuom"),
-        {
-            "output": _kind(
-                "charttime", "SUBJECT_FLUID_OUTPUT", "@itemid", "@valueuom", numeric=_number("value")
-            )
-        },
-        times=("charttime",),
-    ),
-    "procedureevents": TableSpec(
-        "icu",
-        ("subject_id", "itemid", "starttime", "endtime", "value", "valueuom"),
-        {
-            "start": _kind("starttime", "PROCEDURE", "START", "@itemid", numeric=_number("value")),
-            "end": _kind("endtime", "PROCEDURE", "END", "@itemid"),
-        },
-        times=("starttime", "endtime"),
-    ),
-}
-#: Dictionaries whose descriptions go into ``events/metadata/codes.parquet``.
-DICTIONARIES = {
-    "d_labitems": "hosp",
-    "d_items": "icu",
-    "d_icd_diagnoses": "hosp",
-    "d_icd_procedures": "hosp",
-}
-
-
-def find_table(src: Path, table: str, folder: str | None = None) -> Path | None:
-    """``src/{folder}/{table}.csv.gz`` or ``.csv`` (the layout as published), else None."""
-    base = src / (folder or TABLES[table].folder)
-    for name in (f"{table}.csv.gz", f"{table}.csv"):
-        if (base / name).exists():
-            return base / name
-    return None
 
 
 # -- typed scans --------------------------------------------------------------------------------------
@@ -648,78 +342,7 @@ def _read_dictionary(path: Path) -> pl.DataFrame:
         raise SourceError(path, f"not a readable CSV file ({exc})") from exc
 
 
-def _describe_codes(dictionaries: dict[str, pl.DataFrame]) -> Callable[[pl.DataFrame], pl.DataFrame]:
-    """Descriptions from the d_* dictionaries (d_labitems, d_items, d_icd_*, when present)."""
-
-    def describe(counts: pl.DataFrame) -> pl.DataFrame:
-        parts = pl.col("code").str.split("//")
-        out = counts.with_columns(
-            prefix=parts.list.get(0, null_on_oob=True),
-            p1=parts.list.get(1, null_on_oob=True),
-            p2=parts.list.get(2, null_on_oob=True),
-            p3=parts.list.get(3, null_on_oob=True),
-        ).with_columns(
-            itemid=pl.when(
-                pl.col("prefix").is_in(["LAB", "SUBJECT_FLUID_OUTPUT", "INFUSION_START", "INFUSION_END"])
-            )
-            .then(pl.col("p1"))
-            .when((pl.col("prefix") == "PROCEDURE") & pl.col("p1").is_in(["START", "END"]))
-            .then(pl.col("p2")),
-            description=pl.lit(None, pl.String),
-        )
-        # LAB codes come from labevents (d_labitems) and chartevents (d_items): the item ids differ.
-        if "d_labitems" in dictionaries:
-            lab = dictionaries["d_labitems"].select(
-                "itemid",
-                pl.concat_str(["label", "fluid", "category"], separator=", ", ignore_nulls=True).alias("_d"),
-            )
-            out = _fill(out.join(lab, on="itemid", how="left"), pl.col("prefix") == "LAB")
-        if "d_items" in dictionaries:
-            icu = dictionaries["d_items"].select("itemid", pl.col("label").alias("_d"))
-            out = _fill(out.join(icu, on="itemid", how="left"), pl.col("itemid").is_not_null())
-        for name, prefix in (("d_icd_diagnoses", "DIAGNOSIS"), ("d_icd_procedures", "PROCEDURE")):
-            if name not in dictionaries:
-                continue
-            icd = (
-                dictionaries[name]
-                .select(
-                    pl.col("icd_version").alias("p2"),
-                    pl.col("icd_code").str.strip_chars().alias("p3"),
-                    pl.col("long_title").alias("_d"),
-                    pl.lit(prefix).alias("prefix"),
-                )
-                .unique(["prefix", "p2", "p3"], keep="first")
-            )
-            out = _fill(out.join(icd, on=["prefix", "p2", "p3"], how="left"), pl.lit(True))
-        # No ontology parents: MIMIC-IV's dictionaries do not give them (the MEDS ETL maps to OMOP).
-        return out.with_columns(pl.lit(None, pl.List(pl.String)).alias("parent_codes")).select(
-            "code", "count", "description", "parent_codes"
-        )
-
-    return describe
-
-
-def _fill(frame: pl.DataFrame, where: pl.Expr) -> pl.DataFrame:
-    """``description`` = ``_d`` where ``where`` holds and no description was found yet; drops ``_d``."""
-    return frame.with_columns(
-        pl.when(where & pl.col("description").is_null())
-        .then(pl.col("_d"))
-        .otherwise(pl.col("description"))
-        .alias("description")
-    ).drop("_d")
-
-
-# -- the conversion -----------------------------------------------------------------------------------
-def _plan(src: Path, wanted: list[str], subjects_per_shard: int, breaks: list[int]) -> dict[str, Any]:
-    return {
-        "staging_version": _STAGING_VERSION,
-        "source": str(src.resolve()),
-        "tables": wanted,
-        "subjects_per_shard": subjects_per_shard,
-        "breaks": breaks,
-    }
-
-
+# -- the conversion: plan → stage → write -------------------------------------------------------------
 def convert_mimic_iv(
     src: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -736,9 +359,10 @@ def convert_mimic_iv(
         src: the MIMIC-IV folder as published (``hosp/*.csv.gz``, ``icu/*.csv.gz``; ``.csv`` also read).
         out: the store folder to create (must not exist). An unfinished earlier conversion to the same
             ``out`` (``<out>.tmp-*``) is resumed from its committed tables and shards.
-        tables: which tables of :data:`TABLES` to convert; None = all. A missing table is reported in
-            the manifest (``events.missing_tables``) and skipped. ``hosp/patients`` plans the shards and
-            ``hosp/admissions`` gives discharge and death times whenever they exist, converted or not.
+        tables: which tables of :data:`~clinseq.io.mimic_iv_tables.TABLES` to convert; None = all. A
+            missing table is reported in the manifest (``events.missing_tables``) and skipped.
+            ``hosp/patients`` plans the shards and ``hosp/admissions`` gives discharge and death times
+            whenever they exist, converted or not.
         on_error: ``"raise"``: a bad file (not CSV, missing column, unparsable timestamp, non-integer
             subject_id) raises :class:`SourceError` naming the file, column and first bad row; ``out``
             is not created and the tables committed so far are kept for a resume. ``"skip"``: that
@@ -746,7 +370,8 @@ def convert_mimic_iv(
             ``events.skipped_tables``.
         progress: show tqdm bars over tables and shards.
         subjects_per_shard: subjects per ``events/data`` shard (default ≈ 1 M MIMIC-IV events; the shard
-            sorts hold at most ≈ 2 M events at once, see :func:`~clinseq.io.meds.write_events`).
+            sorts hold at most ≈ 2 M events at once, see
+            :func:`~clinseq.timeline.events_write.write_events`).
         workers: threads converting tables (then sorting shards) in parallel; default the CPU count,
             at most 4.
 
@@ -755,10 +380,92 @@ def convert_mimic_iv(
         per event kind, the events written and the rows dropped for lack of a usable time;
         ``events.timings_s`` where the time went.
     """
-    from tqdm.auto import tqdm
-
     t_start = time.perf_counter()
-    src, out = Path(src), Path(out)
+    plan = _plan(Path(src), tables, on_error, subjects_per_shard, workers)
+    missing = [f"{TABLES[t].folder}/{t}.csv[.gz]" for t in plan.wanted if plan.paths[t] is None]
+    report: dict[str, Any] = {
+        "tables": {},
+        "missing_tables": missing,
+        "skipped_tables": [],
+        "resumed_tables": [],
+    }
+    writer = StoreWriter(out, dataset="mimic-iv", source=plan.src, resume=True)
+    staging = _open_staging(writer.tmp_path, plan)
+    timings: dict[str, float] = {"plan": time.perf_counter() - t_start}
+    # A failure (bad file, interruption) leaves <out>.tmp-<pid> with what was committed, for a resume.
+    t0 = time.perf_counter()
+    stager = _TableStager(plan, staging, writer.tmp_path)
+    staged = stager.stage_admissions()
+    timings["admissions"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    others, dictionaries = stager.stage_others(progress)
+    staged.update(others)
+    timings["tables"] = time.perf_counter() - t0
+    report["skipped_tables"] = sorted(
+        stager.skipped, key=lambda s: plan.wanted.index(s["table"]) if s["table"] in plan.wanted else 0
+    )
+
+    t0 = time.perf_counter()
+    order = [t for t in plan.wanted if t in staged]
+    for table in order:
+        report["tables"][table] = staged[table].report
+        if staged[table].resumed:
+            report["resumed_tables"].append(table)
+    report["table_seconds"] = {t: round(staged[t].seconds, 3) for t in order if not staged[t].resumed}
+    summary = _write_shards(
+        plan, [staged[t] for t in order], dictionaries, staging, writer.tmp_path, progress
+    )
+    timings["shards"] = time.perf_counter() - t0
+    splits = _write_splits(plan, summary, writer.tmp_path)
+    shutil.rmtree(staging)
+    report.update(
+        n_events=summary.n_events,
+        n_subjects=summary.n_subjects,
+        n_shards=summary.n_shards,
+        n_codes=summary.codes.height,
+        reused_shards=summary.reused_shards,
+        source_format="mimic-iv",
+    )
+    timings["total"] = time.perf_counter() - t_start
+    report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    return writer.finish(store_patients(splits, plan.statics), manifest_extra={"events": report})
+
+
+# -- 1. plan ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    """What a conversion reads and how it shards the events, decided before any event is read."""
+
+    src: Path
+    wanted: list[str]  # the tables asked for (known to TABLES), in the order given
+    paths: dict[str, Path | None]  # each wanted table's file; None when it is missing
+    statics: pl.DataFrame | None  # the patients table's static columns (None: no readable patients table)
+    subjects: pl.Series  # the subject ids the shards were planned from
+    breaks: list[int]  # first subject id of every shard after the first
+    subjects_per_shard: int
+    on_error: OnError
+    n_workers: int
+
+    @property
+    def present(self) -> list[str]:
+        return [t for t in self.wanted if self.paths[t] is not None]
+
+    def staging_key(self) -> dict[str, Any]:
+        """What ``_staging/plan.json`` holds: staging written under another plan is never reused."""
+        return {
+            "staging_version": _STAGING_VERSION,
+            "source": str(self.src.resolve()),
+            "tables": self.wanted,
+            "subjects_per_shard": self.subjects_per_shard,
+            "breaks": self.breaks,
+        }
+
+
+def _plan(
+    src: Path, tables: Sequence[str] | None, on_error: OnError, subjects_per_shard: int, workers: int | None
+) -> _Plan:
+    """Check the arguments, find the tables and plan the shards (subject-id ranges) from patients."""
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if workers is not None and workers < 1:
@@ -770,13 +477,7 @@ def convert_mimic_iv(
     if unknown:
         raise ConfigError(f"unknown MIMIC-IV table(s) {unknown}: choose from {sorted(TABLES)}")
     n_workers = max(1, min(4, os.cpu_count() or 1)) if workers is None else int(workers)
-
-    report: dict[str, Any] = {"tables": {}, "missing_tables": [], "skipped_tables": [], "resumed_tables": []}
     paths = {t: find_table(src, t) for t in wanted}
-    for t in wanted:
-        if paths[t] is None:
-            report["missing_tables"].append(f"{TABLES[t].folder}/{t}.csv[.gz]")
-    present = [t for t in wanted if paths[t] is not None]
 
     # Shards by subject-id range, planned from patients (every MIMIC-IV subject is in it).
     patients_path = find_table(src, "patients")
@@ -789,143 +490,160 @@ def convert_mimic_iv(
                 raise
             # skip: the patients table's own staging reports it; plan from the other tables.
     if statics is not None:
-        planned = statics["patient_id"]
+        subjects = statics["patient_id"]
     else:
-        planned = _subject_ids([paths[t] for t in present])
-    breaks = shard_breaks(planned.to_numpy(), subjects_per_shard)
-    plan = _plan(src, wanted, subjects_per_shard, breaks)
+        subjects = _subject_ids([paths[t] for t in wanted])
+    breaks = shard_breaks(subjects.to_numpy(), subjects_per_shard)
+    return _Plan(src, wanted, paths, statics, subjects, breaks, subjects_per_shard, on_error, n_workers)
 
-    writer = StoreWriter(out, dataset="mimic-iv", source=src, resume=True)
-    staging = writer.tmp_path / "_staging"
+
+def _open_staging(tmp_path: Path, plan: _Plan) -> Path:
+    """``<tmp>/_staging``: kept from an interrupted run of the same plan, else emptied (and the shards
+    of that run removed): nothing from another plan (or none) is reused."""
+    staging = tmp_path / "_staging"
     plan_path = staging / "plan.json"
-    if not plan_path.exists() or json.loads(plan_path.read_text()) != plan:
-        # Nothing from another plan (or none) is reused.
+    key = plan.staging_key()
+    if not plan_path.exists() or json.loads(plan_path.read_text()) != key:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(writer.tmp_path / "events", ignore_errors=True)
+        shutil.rmtree(tmp_path / "events", ignore_errors=True)
         staging.mkdir(parents=True)
-        plan_path.write_text(json.dumps(plan))
-    timings: dict[str, float] = {"plan": time.perf_counter() - t_start}
-    # A failure (bad file, interruption) leaves <out>.tmp-<pid> with what was committed, for a resume.
-    t0 = time.perf_counter()
-    admissions_path = find_table(src, "admissions")
-    admissions_ok = admissions_path is not None
-    staged: dict[str, _Staged] = {}
+        plan_path.write_text(json.dumps(key))
+    return staging
 
-    def stage(table: str) -> _Staged:
-        path = paths[table]
+
+# -- 2. stage ---------------------------------------------------------------------------------------------
+class _TableStager:
+    """Stages the plan's tables: admissions first (the others use its discharge and death times), then
+    the rest in parallel. A table committed by an earlier run with unchanged inputs is not read again.
+
+    ``skipped`` lists the tables left out (with ``on_error="skip"``, or for want of admissions).
+    """
+
+    def __init__(self, plan: _Plan, staging: Path, tmp_path: Path) -> None:
+        self.plan, self.staging, self.tmp_path = plan, staging, tmp_path
+        self.admissions = find_table(plan.src, "admissions")
+        self.admissions_ok = self.admissions is not None
+        self.lookups = _lookups(None)
+        self.skipped: list[dict[str, Any]] = []
+
+    def stage(self, table: str) -> _Staged:
+        """One table, resumed from its committed staging when its inputs are unchanged."""
+        path = self.plan.paths[table]
         assert path is not None  # only present tables are staged
-        inputs = [path, admissions_path if TABLES[table].lookups and admissions_ok else None]
-        done = _committed(table, inputs, staging)
+        inputs = [path, self.admissions if TABLES[table].lookups and self.admissions_ok else None]
+        done = _committed(table, inputs, self.staging)
         if done is not None:
             return done
-        result = _stage_table(table, path, staging, breaks, lookups, src)
-        _commit(result, inputs, staging)
+        result = _stage_table(table, path, self.staging, self.plan.breaks, self.lookups, self.plan.src)
+        _commit(result, inputs, self.staging)
         return result
 
-    def kept_for_resume(exc: SourceError) -> SourceError:
-        note = f"the tables converted so far are kept in {writer.tmp_path} for a resume"
+    def _kept_for_resume(self, exc: SourceError) -> SourceError:
+        note = f"the tables converted so far are kept in {self.tmp_path} for a resume"
         return SourceError(exc.path, f"{exc.problem} [{note}; delete that folder to start afresh]")
 
-    def record_failure(table: str, exc: SourceError) -> None:
-        if on_error == "raise":
-            raise kept_for_resume(exc) from exc
-        report["skipped_tables"].append({"table": table, "path": exc.path, "reason": exc.problem})
+    def _failed(self, table: str, exc: SourceError) -> None:
+        if self.plan.on_error == "raise":
+            raise self._kept_for_resume(exc) from exc
+        self.skipped.append({"table": table, "path": exc.path, "reason": exc.problem})
 
-    # admissions first: its rows must parse before other tables use its discharge/death times.
-    lookups = _lookups(None)
-    if "admissions" in present:
-        try:
-            staged["admissions"] = stage("admissions")
-        except SourceError as exc:
-            admissions_ok = False
-            record_failure("admissions", exc)
-    if admissions_ok:
-        try:
-            lookups = _lookups(admissions_path)
-        except SourceError as exc:  # only when admissions itself is not converted (else staged above)
-            admissions_ok = False
-            record_failure("admissions", exc)
-    timings["admissions"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    rest = [t for t in present if t != "admissions"]
-    for table in [t for t in rest if TABLES[t].lookups == ("dischtime",) and not admissions_ok]:
-        rest.remove(table)
-        reason = "needs admissions (for dischtime), which is missing or was skipped"
-        report["skipped_tables"].append({"table": table, "path": str(paths[table]), "reason": reason})
-    rest.sort(key=lambda t: -(paths[t].stat().st_size))  # type: ignore[union-attr]  # largest first
-    dictionaries: dict[str, pl.DataFrame] = {}
-    with ThreadPoolExecutor(n_workers) as pool:
-        futures: dict[Future, str] = {pool.submit(stage, t): t for t in rest}
-        for name, folder in DICTIONARIES.items():
-            path = find_table(src, name, folder)
-            if path is not None:
-                futures[pool.submit(_read_dictionary, path)] = name
-        failure: SourceError | None = None
-        bar = tqdm(total=len(rest), desc="reading MIMIC-IV tables", disable=not progress)
-        for future in as_completed(futures):
-            name = futures[future]
-            if future.cancelled():
-                continue
+    def stage_admissions(self) -> dict[str, _Staged]:
+        """Stage admissions (when asked for) and read its lookups: its rows must parse before other
+        tables use its discharge/death times."""
+        staged: dict[str, _Staged] = {}
+        if "admissions" in self.plan.present:
             try:
-                result = future.result()
+                staged["admissions"] = self.stage("admissions")
             except SourceError as exc:
-                if on_error == "raise" and failure is None:
-                    failure = exc
-                    for other in futures:
-                        other.cancel()  # the running ones finish and commit (for a resume)
-                elif on_error == "skip":
-                    report["skipped_tables"].append(
-                        {"table": name, "path": str(exc.path), "reason": exc.problem}
-                    )
-                continue
-            if isinstance(result, _Staged):
-                staged[name] = result
-                bar.update()
-            else:
-                dictionaries[name] = result
-        bar.close()
-        if failure is not None:
-            raise kept_for_resume(failure) from failure
-    timings["tables"] = time.perf_counter() - t0
-    report["skipped_tables"].sort(key=lambda s: wanted.index(s["table"]) if s["table"] in wanted else 0)
+                self.admissions_ok = False
+                self._failed("admissions", exc)
+        if self.admissions_ok:
+            try:
+                self.lookups = _lookups(self.admissions)
+            except SourceError as exc:  # only when admissions itself is not converted (else staged above)
+                self.admissions_ok = False
+                self._failed("admissions", exc)
+        return staged
 
-    t0 = time.perf_counter()
-    order = [t for t in wanted if t in staged]
-    for table in order:
-        report["tables"][table] = staged[table].report
-        if staged[table].resumed:
-            report["resumed_tables"].append(table)
-    report["table_seconds"] = {t: round(staged[t].seconds, 3) for t in order if not staged[t].resumed}
-    summary = write_events(
-        [StagedEvents.load(staging / f"{t}.arrow") for t in order],
-        writer.tmp_path,
-        n_shards=len(breaks) + 1,
-        dataset_meta={"dataset_name": "MIMIC-IV", "dataset_version": _version_of(src)},
-        describe=_describe_codes(dictionaries),
-        workers=n_workers,
+    def stage_others(self, progress: bool) -> tuple[dict[str, _Staged], dict[str, pl.DataFrame]]:
+        """Stage every other present table (``plan.n_workers`` threads, largest first) and read the
+        ``d_*`` dictionaries beside them; returns ``(staged tables, dictionaries)``."""
+        from tqdm.auto import tqdm
+
+        plan = self.plan
+        rest = [t for t in plan.present if t != "admissions"]
+        for table in [t for t in rest if TABLES[t].lookups == ("dischtime",) and not self.admissions_ok]:
+            rest.remove(table)
+            reason = "needs admissions (for dischtime), which is missing or was skipped"
+            self.skipped.append({"table": table, "path": str(plan.paths[table]), "reason": reason})
+        rest.sort(key=lambda t: -(plan.paths[t].stat().st_size))  # type: ignore[union-attr]  # largest first
+        staged: dict[str, _Staged] = {}
+        dictionaries: dict[str, pl.DataFrame] = {}
+        with ThreadPoolExecutor(plan.n_workers) as pool:
+            futures: dict[Future, str] = {pool.submit(self.stage, t): t for t in rest}
+            for name, folder in DICTIONARIES.items():
+                path = find_table(plan.src, name, folder)
+                if path is not None:
+                    futures[pool.submit(_read_dictionary, path)] = name
+            failure: SourceError | None = None
+            bar = tqdm(total=len(rest), desc="reading MIMIC-IV tables", disable=not progress)
+            for future in as_completed(futures):
+                name = futures[future]
+                if future.cancelled():
+                    continue
+                try:
+                    result = future.result()
+                except SourceError as exc:
+                    if plan.on_error == "raise" and failure is None:
+                        failure = exc
+                        for other in futures:
+                            other.cancel()  # the running ones finish and commit (for a resume)
+                    elif plan.on_error == "skip":
+                        self.skipped.append({"table": name, "path": str(exc.path), "reason": exc.problem})
+                    continue
+                if isinstance(result, _Staged):
+                    staged[name] = result
+                    bar.update()
+                else:
+                    dictionaries[name] = result
+            bar.close()
+            if failure is not None:
+                raise self._kept_for_resume(failure) from failure
+        return staged, dictionaries
+
+
+# -- 3. write ---------------------------------------------------------------------------------------------
+def _write_shards(
+    plan: _Plan,
+    staged: list[_Staged],
+    dictionaries: dict[str, pl.DataFrame],
+    staging: Path,
+    tmp_path: Path,
+    progress: bool,
+) -> EventsSummary:
+    """Sort the staged events shard by shard into ``events/`` (MEDS), ``events.arrow`` and the index."""
+    return write_events(
+        [StagedEvents.load(staging / f"{s.table}.arrow") for s in staged],
+        tmp_path,
+        n_shards=len(plan.breaks) + 1,
+        dataset_meta={"dataset_name": "MIMIC-IV", "dataset_version": _version_of(plan.src)},
+        describe=describe_codes(dictionaries),
+        workers=plan.n_workers,
         # Shards of an interrupted run hold the same events only if no table was staged anew.
-        reuse_shards=all(staged[t].resumed for t in order),
+        reuse_shards=all(s.resumed for s in staged),
         progress=progress,
     )
-    timings["shards"] = time.perf_counter() - t0
+
+
+def _write_splits(plan: _Plan, summary: EventsSummary, tmp_path: Path) -> pl.DataFrame:
+    """Every subject's MEDS split (planned subjects and subjects with events), written to
+    ``events/metadata/subject_splits.parquet`` and returned."""
     subjects = pl.concat(
-        [planned.cast(pl.Int64).rename("subject_id"), pl.Series("subject_id", summary.subject_ids)]
+        [plan.subjects.cast(pl.Int64).rename("subject_id"), pl.Series("subject_id", summary.subject_ids)]
     ).unique()
     splits = assign_splits(subjects.to_numpy())
-    write_subject_splits(writer.tmp_path, splits)
-    shutil.rmtree(staging)
-    report.update(
-        n_events=summary.n_events,
-        n_subjects=summary.n_subjects,
-        n_shards=summary.n_shards,
-        n_codes=summary.codes.height,
-        reused_shards=summary.reused_shards,
-        source_format="mimic-iv",
-    )
-    timings["total"] = time.perf_counter() - t_start
-    report["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-    return writer.finish(store_patients(splits, statics), manifest_extra={"events": report})
+    write_subject_splits(tmp_path, splits)
+    return splits
 
 
 def _subject_ids(paths: list[Path | None]) -> pl.Series:
@@ -960,11 +678,4 @@ def _version_of(src: Path) -> str | None:
     return None
 
 
-__all__ = [
-    "DICTIONARIES",
-    "TABLES",
-    "EventKind",
-    "TableSpec",
-    "convert_mimic_iv",
-    "find_table",
-]
+__all__ = ["convert_mimic_iv"]

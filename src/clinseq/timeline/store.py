@@ -11,20 +11,19 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from clinseq.timeline.events import EVENTS_INDEX
+from clinseq.timeline.events_read import EventIndex
 from clinseq.timeline.writer import FORMAT_VERSION, SIGNALS_DIR
 from clinseq.utils import StoreError
-
-if TYPE_CHECKING:
-    from clinseq.timeline.events import EventIndex
 
 Units = Literal["physical", "adc"]
 
@@ -235,16 +234,12 @@ class TimelineStore:
 
     @property
     def has_events(self) -> bool:
-        return (self.path / "events_index.parquet").exists()
+        return (self.path / EVENTS_INDEX).exists()
 
     @cached_property
     def event_index(self) -> EventIndex:
         """The memory-mapped event index (design §2); raises when the store holds no events."""
-        index = None
-        if self.has_events:
-            from clinseq.timeline.events import EventIndex
-
-            index = EventIndex.open(self.path)
+        index = EventIndex.open(self.path) if self.has_events else None
         if index is None:
             raise StoreError(
                 f"{self.path}: this store holds no events; convert an EHR source "
@@ -260,11 +255,35 @@ class TimelineStore:
         *,
         include_static: bool = True,
     ) -> pl.DataFrame:
-        """The patient's events in ``[start_time - window_s, start_time)`` of a recording: its EHR
-        context, strictly before it (cross-modal ECG ↔ EHR pairs)."""
-        from clinseq.timeline.events import context_events
+        """The events of a recording's patient in the ``window_s`` seconds before the recording starts:
+        its EHR context (cross-modal ECG ↔ EHR pairs).
 
-        return context_events(self, recording_id, window_s, codes, include_static=include_static)
+        The window is ``[start_time - window_s, start_time)``: strictly before the recording, so nothing
+        charted at or after the recording's timestamp (its own machine read-out, later diagnoses) leaks
+        into its context. Static events are included unless ``include_static=False``.
+
+        Args:
+            recording_id: the recording; it must have a ``start_time``.
+            window_s: length of the look-back window in seconds (> 0).
+            codes: keep only these codes. None = all.
+        """
+        if not window_s > 0:
+            raise ValueError(
+                f"window_s must be > 0 seconds, got {window_s}: pass e.g. window_s=86400 (one day)"
+            )
+        row = self.recordings.filter(pl.col("recording_id") == int(recording_id))
+        if row.height == 0:
+            raise StoreError(f"{self.path}: no recording with recording_id={recording_id}")
+        start_time = row["start_time"][0]
+        if start_time is None:
+            raise StoreError(
+                f"{self.path}: recording {recording_id} has no start_time, so no window before it exists"
+            )
+        patient_id = int(row["patient_id"][0])
+        window_start = start_time - timedelta(seconds=float(window_s))
+        return self.event_index.patient_events(
+            patient_id, start=window_start, end=start_time, codes=codes, include_static=include_static
+        )
 
     # -- summary ------------------------------------------------------------------------------------
     def summary(self) -> str:
