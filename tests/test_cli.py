@@ -88,7 +88,7 @@ def test_convert_meds_and_mimic_iv_pass_workers_and_shard_size(tmp_path, monkeyp
     shards = sorted((tmp_path / "meds" / "events" / "data").glob("*.parquet"))
     assert n_subjects > 6 and len(shards) == -(-n_subjects // 6)  # ceil: the shard size reached the store
     assert main(["convert", "meds", str(demo / "meds"), str(tmp_path / "meds2"), "--quiet"]) == 0
-    assert meds_calls[-1] == {"progress": False, "workers": None}  # unset: the converter's own defaults
+    assert meds_calls[-1] == {"progress": False}  # unset: nothing passed, the converter's own defaults
 
     mimic_calls = _spy(monkeypatch, "clinseq.io.mimic_iv", "convert_mimic_iv")
     args = ["convert", "mimic-iv", str(demo), str(tmp_path / "mimic"), "--tables", "patients", "admissions"]

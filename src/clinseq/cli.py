@@ -9,48 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from clinseq.io.sources import SOURCES
 from clinseq.utils import ClinseqError
-
-
-def _add_convert_options(parser: argparse.ArgumentParser, *, parallel: bool = True) -> None:
-    parser.add_argument("src", type=Path, help="source folder in its publisher's layout")
-    parser.add_argument("out", type=Path, help="store folder to create (must not exist)")
-    if parallel:
-        parser.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
-        parser.add_argument(
-            "--on-error",
-            choices=("raise", "skip"),
-            default="raise",
-            help="stop at the first bad file (raise) or list it in the manifest and go on (skip)",
-        )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-def _add_events_options(parser: argparse.ArgumentParser) -> None:
-    """Parallelism and sharding of the EHR converters (defaults: the library's)."""
-    parser.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=None,
-        help="threads converting tables and sorting shards (default: the CPU count, at most 4)",
-    )
-    parser.add_argument(
-        "--subjects-per-shard",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="subjects per events/data shard (default: the converter's)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,26 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser("convert", help="convert a source dataset into a timeline store")
     kinds = convert.add_subparsers(dest="kind", required=True)
-    ptbxl = kinds.add_parser("ptbxl", help="PTB-XL (ptbxl_database.csv + records100/records500)")
-    _add_convert_options(ptbxl)
-    ptbxl.add_argument("--sampling-rate-hz", type=int, default=100, help="100 (records100) or 500")
-    wfdb = kinds.add_parser("wfdb", help="any folder of WFDB records (RECORDS file or *.hea)")
-    _add_convert_options(wfdb)
-    wfdb.add_argument("--modality", default="ecg")
-    mimic_ecg = kinds.add_parser("mimic-iv-ecg", help="MIMIC-IV-ECG (record_list.csv + files/p…/p…/s…)")
-    _add_convert_options(mimic_ecg)
-    eeg = kinds.add_parser("eeg", help="EEG files read through mne (EDF/BDF...; EEGMMIDB, TUH, EEGMAT)")
-    _add_convert_options(eeg)
-    eeg.add_argument("--layout", default="auto", help="auto, eegmmidb, tuh, eegmat or flat")
-    eeg.add_argument("--resample-hz", type=float, default=None, help="resample every recording to this rate")
-    mimic = kinds.add_parser("mimic-iv", help="MIMIC-IV hosp/ and icu/ tables → MEDS events")
-    _add_convert_options(mimic, parallel=False)
-    mimic.add_argument("--tables", nargs="+", default=None, help="only these tables (default: all present)")
-    mimic.add_argument("--on-error", choices=("raise", "skip"), default="raise")
-    _add_events_options(mimic)
-    meds = kinds.add_parser("meds", help="import any MEDS v0.4 dataset")
-    _add_convert_options(meds, parallel=False)
-    _add_events_options(meds)
+    for name, spec in SOURCES.items():
+        kind = kinds.add_parser(name, help=spec.help)
+        kind.add_argument("src", type=Path, help="source folder in its publisher's layout")
+        kind.add_argument("out", type=Path, help="store folder to create (must not exist)")
+        for option in spec.options:
+            kind.add_argument(option.flag, **option.argparse_kwargs())
+        kind.add_argument("--quiet", action="store_true", help="no progress bar")
 
     export = commands.add_parser("export", help="export a store's events")
     export_kinds = export.add_subparsers(dest="kind", required=True)
@@ -127,40 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _convert(args: argparse.Namespace) -> Path:
-    from clinseq.io.convert import convert
-
-    progress = not args.quiet
-    if args.kind in ("mimic-iv", "meds"):
-        # Only what was given is passed on: the converters keep their own defaults.
-        options = {"workers": args.workers}
-        if args.subjects_per_shard is not None:
-            options["subjects_per_shard"] = args.subjects_per_shard
-        if args.kind == "mimic-iv":
-            from clinseq.io.mimic_iv import convert_mimic_iv
-
-            return convert_mimic_iv(
-                args.src, args.out, tables=args.tables, on_error=args.on_error, progress=progress, **options
-            )
-        from clinseq.io.meds import import_meds
-
-        return import_meds(args.src, args.out, progress=progress, **options)
-    if args.kind == "ptbxl":
-        from clinseq.io.ptbxl import PTBXLSource
-
-        source = PTBXLSource(args.src, sampling_rate_hz=args.sampling_rate_hz)
-    elif args.kind == "wfdb":
-        from clinseq.io.wfdb_folder import WFDBSource
-
-        source = WFDBSource(args.src, modality=args.modality)
-    elif args.kind == "mimic-iv-ecg":
-        from clinseq.io.wfdb_folder import MIMICIVECGSource
-
-        source = MIMICIVECGSource(args.src)
-    else:
-        from clinseq.io.eeg import EEGSource
-
-        source = EEGSource(args.src, layout=args.layout, resample_hz=args.resample_hz)
-    return convert(source, args.out, workers=args.workers, on_error=args.on_error, progress=progress)
+    spec = SOURCES[args.kind]
+    options = {option.keyword: getattr(args, option.keyword) for option in spec.options}
+    return spec.convert(args.src, args.out, progress=not args.quiet, **options)
 
 
 def main(argv: list[str] | None = None) -> int:

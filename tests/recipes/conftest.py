@@ -22,7 +22,7 @@ def _real(name: str, how: str) -> Path:
 @pytest.fixture(scope="session")
 def eegmat_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real EEGMAT subset resampled to 128 Hz, as the EEG recipes convert it."""
-    from clinseq.io.convert import convert
+    from clinseq.io import convert
     from clinseq.io.eeg import EEGSource
 
     root = _real("eeg/eegmat", "EEGMAT is open on PhysioNet: https://physionet.org/content/eegmat/1.0.0/")

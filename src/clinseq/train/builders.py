@@ -295,28 +295,11 @@ def check_eval_store(config: PretrainConfig, store: TimelineStore) -> None:
 
 
 def _convert(data: DataConfig, root: Path, out: Path, progress: bool) -> Path:
-    from clinseq.io.convert import convert
+    """Convert ``data.root`` with its source (:data:`clinseq.io.sources.SOURCES`) into the store ``out``."""
+    from clinseq.io.sources import SOURCES
 
-    if data.source == "ptbxl":
-        from clinseq.io import PTBXLSource
-
-        rate = int(data.sampling_rate_hz or 100)
-        return convert(PTBXLSource(root, sampling_rate_hz=rate), out, workers=2, progress=progress)
-    if data.source == "wfdb":
-        from clinseq.io import WFDBSource
-
-        return convert(WFDBSource(root), out, workers=2, progress=progress)
-    if data.source == "eeg":
-        from clinseq.io.eeg import EEGSource
-
-        return convert(EEGSource(root, resample_hz=data.sampling_rate_hz), out, workers=2, progress=progress)
-    if data.source == "mimic-iv":
-        from clinseq.io.mimic_iv import convert_mimic_iv
-
-        return convert_mimic_iv(root, out, progress=progress)
-    from clinseq.io.meds import import_meds
-
-    return import_meds(root, out, progress=progress)
+    spec = SOURCES[data.source]
+    return spec.convert(root, out, progress=progress, **spec.pretrain_options_for(data.sampling_rate_hz))
 
 
 def pretrain_patients(

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import yaml
 
+from clinseq.io.sources import SOURCES
 from clinseq.utils import ConfigError, data_root
 
 __all__ = [
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+#: ``data.source``: the names of the source registry, checked like any ``Literal``.
+SourceName = Literal[tuple(SOURCES)]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -89,7 +92,8 @@ class DataConfig:
     Attributes:
         root: the source dataset in its publisher's layout; ``{data}`` expands to the data root. Used
             only to convert ``store`` when it does not exist yet.
-        source: converter for ``root``: "ptbxl", "eeg", "mimic-iv", "meds" or "wfdb".
+        source: converter for ``root``: a name of :data:`clinseq.io.sources.SOURCES` (e.g. "ptbxl",
+            "mimic-iv").
         store: the timeline store folder (converted from ``root`` when absent).
         sampling_rate_hz: PTB-XL converts at 100 or 500 Hz; for other sources, recordings at other
             rates are left out (None keeps every recording, which must then share one rate).
@@ -115,7 +119,7 @@ class DataConfig:
     """
 
     root: str | None = None
-    source: Literal["ptbxl", "eeg", "mimic-iv", "meds", "wfdb"] = "ptbxl"
+    source: SourceName = "ptbxl"
     store: str = "stores/ptbxl100"
     sampling_rate_hz: float | None = None
     modality: str | None = None
