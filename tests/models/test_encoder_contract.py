@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clinseq.models import CPCEncoder, EventTransformer, PatchTransformer, ResNet1d, XResNet1d
+from clinseq.models import (
+    CPCEncoder,
+    EventTransformer,
+    PatchTransformer,
+    ResNet1d,
+    S4DEncoder,
+    SGConvEncoder,
+    XResNet1d,
+)
 from clinseq.utils import ConfigError
 
 C = 3
@@ -28,10 +36,19 @@ def _tiny(name: str) -> torch.nn.Module:
         return CPCEncoder(C, (8, 8), (4, 3), (2, 1), norm="bn", context="gru", context_dim=6, dropout=0.0)
     if name == "patch":
         return PatchTransformer(C, patch_len=8, dim=16, depth=2, n_heads=2, dropout=0.3)
+    if name == "s4d":
+        return S4DEncoder(C, dim=8, depth=2, stride=2, d_state=8, dropout=0.3)
+    if name == "s4d_wavenet":
+        return S4DEncoder(C, dim=8, depth=2, stack="wavenet", d_state=8, bidirectional=False, dropout=0.3)
+    if name == "sgconv":
+        # max_length = the gradient test's 64 samples, so that every scale's weights are used.
+        return SGConvEncoder(C, dim=8, depth=2, kernel_dim=8, max_length=64, dropout=0.3)
+    if name == "sgconv_residual":
+        return SGConvEncoder(C, dim=8, depth=2, stack="residual", stride=4, kernel_dim=4, max_length=16)
     raise ValueError(name)
 
 
-WAVEFORM = ["resnet1d", "xresnet1d", "cpc", "patch"]
+WAVEFORM = ["resnet1d", "xresnet1d", "cpc", "patch", "s4d", "s4d_wavenet", "sgconv", "sgconv_residual"]
 
 
 def _pooled(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

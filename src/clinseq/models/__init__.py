@@ -9,6 +9,8 @@ returns ``CPCOutput(z, c)``); ``embed(x)`` gives the pooled embedding in eval mo
 ``XResNet1d``              xresnet1d-like bottleneck ResNet; presets ``xresnet1d50``, ``xresnet1d101``
 ``CPCEncoder``             strided convs → z, GRU/LSTM → c; preset ``cpc_mehari2022``
 ``PatchTransformer``       patch tokens, SDPA blocks, RoPE/learned positions, ``embed_chunked``
+``S4DEncoder``             S4D diagonal state-space stack (residual or WaveNet), ``embed_chunked``
+``SGConvEncoder``          SGConv global-convolution stack, SL-S4Wave WaveNet shape, ``embed_chunked``
 ``EventTransformer``       EHR events: code + log time-delta + value embeddings, masked mean pool
 ``ProjectionHead``         SimCLR projection MLP; ``PredictionHead`` BYOL/PMQ predictor; ``l2_normalize``
 =========================  =========================================================================
@@ -19,18 +21,26 @@ from clinseq.models.base import Encoder
 from clinseq.models.cpc import CPCEncoder, CPCOutput, cpc_mehari2022
 from clinseq.models.event_transformer import EventTransformer, TimeDeltaEmbedding
 from clinseq.models.heads import PredictionHead, ProjectionHead, l2_normalize
+from clinseq.models.long_conv import LongConvEncoder, S4DEncoder, SGConvEncoder
 from clinseq.models.patch_transformer import PatchTransformer
 from clinseq.models.resnet1d import ResNet1d, XResNet1d, resnet1d_pclr, xresnet1d50, xresnet1d101
+from clinseq.models.s4d import S4D
+from clinseq.models.sgconv import SGConv
 
 __all__ = [
     "CPCEncoder",
     "CPCOutput",
     "Encoder",
     "EventTransformer",
+    "LongConvEncoder",
     "PatchTransformer",
     "PredictionHead",
     "ProjectionHead",
     "ResNet1d",
+    "S4D",
+    "S4DEncoder",
+    "SGConv",
+    "SGConvEncoder",
     "SelfAttention",
     "TimeDeltaEmbedding",
     "TransformerBlock",
