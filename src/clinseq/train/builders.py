@@ -46,7 +46,15 @@ __all__ = [
 
 # -- registries (lazy, so that importing clinseq.train stays cheap) -------------------------------------
 def _encoders() -> dict[str, Callable[..., nn.Module]]:
-    from clinseq.models import CPCEncoder, EventTransformer, PatchTransformer, ResNet1d, XResNet1d
+    from clinseq.models import (
+        CPCEncoder,
+        EventTransformer,
+        PatchTransformer,
+        ResNet1d,
+        S4DEncoder,
+        SGConvEncoder,
+        XResNet1d,
+    )
 
     return {
         "resnet1d": ResNet1d,
@@ -54,6 +62,8 @@ def _encoders() -> dict[str, Callable[..., nn.Module]]:
         "cpc": CPCEncoder,
         "patch_transformer": PatchTransformer,
         "event_transformer": EventTransformer,
+        "s4d": S4DEncoder,
+        "sgconv": SGConvEncoder,
     }
 
 
@@ -76,7 +86,7 @@ def _samplers() -> dict[str, Callable[..., Any]]:
 
 
 #: Encoder names of ``model.encoder`` (the classes of :mod:`clinseq.models`).
-ENCODERS = ("resnet1d", "xresnet1d", "cpc", "patch_transformer", "event_transformer")
+ENCODERS = ("resnet1d", "xresnet1d", "cpc", "patch_transformer", "event_transformer", "s4d", "sgconv")
 #: Sampler names of ``data.sampler`` (the classes of :mod:`clinseq.data.samplers`).
 SAMPLERS = ("patient", "polywindow", "hierarchical", "random", "events")
 

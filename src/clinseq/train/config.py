@@ -142,8 +142,8 @@ class ModelConfig:
     """The encoder and the projection head.
 
     Attributes:
-        encoder: "resnet1d" (Ribeiro/PCLR), "xresnet1d", "cpc", "patch_transformer" or
-            "event_transformer".
+        encoder: "resnet1d" (Ribeiro/PCLR), "xresnet1d", "cpc", "patch_transformer",
+            "event_transformer", "s4d" (S4D stack) or "sgconv" (SGConv stack, SL-S4Wave shape).
         encoder_kwargs: constructor arguments of the encoder (checked against its signature;
             ``in_channels`` and, for EHR, ``vocab_size`` are filled in from the data).
         projection_dim: output width of the projection head (0 = no head: the loss sees the
@@ -155,7 +155,9 @@ class ModelConfig:
             SyncBatchNorm is not available in torch, so each rank normalises its own batch there).
     """
 
-    encoder: Literal["resnet1d", "xresnet1d", "cpc", "patch_transformer", "event_transformer"] = "resnet1d"
+    encoder: Literal[
+        "resnet1d", "xresnet1d", "cpc", "patch_transformer", "event_transformer", "s4d", "sgconv"
+    ] = "resnet1d"
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     projection_dim: int = 128
     projection_hidden_dim: int | None = None
