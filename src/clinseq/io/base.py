@@ -35,8 +35,10 @@ class Source(Protocol):
         """List every item, sorted, deterministically, without reading signal data."""
         ...
 
-    def load(self, item: SourceItem) -> Recording:
-        """Read one item; raise :class:`clinseq.utils.SourceError` naming the file and problem."""
+    def load(self, item: SourceItem) -> Recording | list[Recording]:
+        """Read one item: one recording, or one per sampling rate when the item's signals have several
+        (they share ``session_id``); raise :class:`clinseq.utils.SourceError` naming the file and
+        problem."""
         ...
 
     def patients(self, recordings: pl.DataFrame) -> pl.DataFrame:

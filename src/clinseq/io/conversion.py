@@ -23,7 +23,7 @@ from clinseq.utils import SourceError
 OnError = Literal["raise", "skip"]
 
 
-def _load_one(source: Source, item: SourceItem) -> Recording | SourceError:
+def _load_one(source: Source, item: SourceItem) -> Recording | list[Recording] | SourceError:
     """Load in a worker; errors come back as values so the writer decides (raise or skip)."""
     try:
         return source.load(item)

@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from clinseq.io.base import SourceItem
-from clinseq.io.wfdb_record import wfdb_recording
+from clinseq.io.wfdb_record import is_multisegment, segment_names, wfdb_recordings
 from clinseq.timeline.records import Recording
 from clinseq.utils import SourceError
 
@@ -34,7 +34,8 @@ def _default_patients(recordings: pl.DataFrame) -> pl.DataFrame:
 
 
 def list_wfdb_records(root: Path) -> list[str]:
-    """Record names relative to ``root`` (``RECORDS`` file, else every ``*.hea``), sorted."""
+    """Record names relative to ``root`` (``RECORDS`` file, else every ``*.hea`` except the segments and
+    layout headers of multi-segment records), sorted."""
     records_file = root / "RECORDS"
     if records_file.exists():
         names = [line.strip() for line in records_file.read_text().splitlines() if line.strip()]
@@ -47,7 +48,13 @@ def list_wfdb_records(root: Path) -> list[str]:
             else:
                 out.append(name)
         return sorted(out)
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.hea"))
+    headers = sorted(root.rglob("*.hea"))
+    # The segments (and layout header) of a multi-segment record are part of it, not records.
+    parts: set[Path] = set()
+    for hea in headers:
+        if is_multisegment(hea):
+            parts.update(hea.parent / f"{name}.hea" for name in segment_names(hea))
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in headers if p not in parts)
 
 
 class WFDBSource:
@@ -91,8 +98,8 @@ class WFDBSource:
             )
         return items
 
-    def load(self, item: SourceItem) -> Recording:
-        return wfdb_recording(
+    def load(self, item: SourceItem) -> list[Recording]:
+        return wfdb_recordings(
             self.root / item.key,
             recording_id=item.info["recording_id"],
             patient_id=item.info["patient_id"],
@@ -181,7 +188,7 @@ class MIMICIVECGSource:
             },
         )
 
-    def load(self, item: SourceItem) -> Recording:
+    def load(self, item: SourceItem) -> list[Recording]:
         record_path = self.root / item.key
         if not record_path.with_suffix(".hea").exists():
             raise SourceError(
@@ -189,7 +196,7 @@ class MIMICIVECGSource:
                 f"listed in {self.record_list.name} (study_id={item.info['recording_id']}) "
                 "but missing on disk",
             )
-        return wfdb_recording(
+        return wfdb_recordings(
             record_path,
             recording_id=item.info["recording_id"],
             patient_id=item.info["patient_id"],

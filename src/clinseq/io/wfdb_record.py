@@ -22,7 +22,7 @@ from clinseq.utils import SourceError
 
 # Bytes per sample of each WFDB storage format (format 212 packs two 12-bit samples in 3 bytes...).
 BYTES_PER_SAMPLE = {8: 1, 16: 2, 61: 2, 80: 1, 160: 2, 212: 1.5, 310: 4 / 3, 311: 4 / 3, 24: 3, 32: 4}
-_INT16_FORMATS = {8, 16, 61, 80, 160, 212, 310, 311}
+_INT16_FORMATS = {8, 16, 61, 80, 160, 212, 310, 311, 508, 516}
 # The stored value WFDB reserves for "no sample" in each format (it reads back as NaN).
 INVALID_ADC = {
     16: -32768,
@@ -34,6 +34,9 @@ INVALID_ADC = {
     311: -512,
     24: -(2**23),
     32: -(2**31),
+    508: -128,
+    516: -32768,
+    524: -(2**23),
 }
 
 # WFDB unit spellings → clinseq's (ECG in mV).
@@ -47,18 +50,23 @@ def normalize_unit(unit: str | None) -> str:
     return _UNIT_ALIASES.get(unit.strip().lower(), unit.strip())
 
 
+#: FLAC-compressed formats (wfdb decodes them with soundfile): no fixed bytes per sample.
+FLAC_FORMATS = {508, 516, 524}
+
+
 def _validate_header(hea: Path, header) -> None:
-    """The checks every header must pass (on wfdb's parse or on :func:`quick_header`'s)."""
+    """The checks every header must pass (on wfdb's parse or on :func:`quick_header`'s). A missing
+    signal length is allowed: it is inferred from the signal files' size, as wfdb does."""
     if not header.n_sig:
         raise SourceError(hea, "header lists no signals")
-    if header.sig_len is None or header.sig_len <= 0:
-        raise SourceError(hea, "header gives no signal length (samples per signal)")
+    if header.sig_len is not None and header.sig_len <= 0:
+        raise SourceError(hea, f"header gives signal length {header.sig_len} (samples per signal)")
     if header.fs is None or not math.isfinite(header.fs) or header.fs <= 0:
         raise SourceError(hea, f"unknown sampling rate {header.fs!r}")
     if len(header.sig_name) != header.n_sig or len(header.file_name) != header.n_sig:
         raise SourceError(hea, f"header says {header.n_sig} signals but describes {len(header.sig_name)}")
-    if any((spf or 1) != 1 for spf in (header.samps_per_frame or [])):
-        raise SourceError(hea, "multi-frequency record (samples per frame != 1) is not supported")
+    if any((spf or 1) < 1 for spf in (header.samps_per_frame or [])):
+        raise SourceError(hea, "a signal has fewer than 1 sample per frame")
 
 
 def read_header(record_path: Path) -> wfdb.Record:
@@ -71,7 +79,7 @@ def read_header(record_path: Path) -> wfdb.Record:
     except Exception as exc:
         raise SourceError(hea, f"unreadable WFDB header: {exc}") from exc
     if isinstance(header, wfdb.MultiRecord):
-        raise SourceError(hea, "multi-segment WFDB records are not supported; convert each segment")
+        raise SourceError(hea, "multi-segment record: read it with wfdb_recordings")
     _validate_header(hea, header)
     return header
 
@@ -138,22 +146,38 @@ def quick_header(hea: Path) -> QuickHeader | None:
     )
 
 
-def check_signal_files(record_path: Path, header: wfdb.Record) -> None:
-    """Each signal file's size must be what the header implies (lead count × length × format)."""
+def check_signal_files(record_path: Path, header) -> int | None:
+    """Each signal file's size must be what the header implies (frame samples × length × format).
+
+    Returns the signal length: the header's, or — when the header gives none — inferred from the file
+    size as wfdb does (``(size - byte offset) / (bytes per sample × samples per frame)``); None when only
+    FLAC files (formats 508/516/524, no fixed size per sample) could tell it (wfdb then reads it).
+    """
     files: dict[str, list[int]] = {}
     for i, name in enumerate(header.file_name):
         files.setdefault(name, []).append(i)
+    spf = [int(x or 1) for x in (header.samps_per_frame or [1] * header.n_sig)]
+    sig_len = header.sig_len
     for name, signals in files.items():
         path = record_path.parent / name
         fmt = int(header.fmt[signals[0]])
-        if fmt not in BYTES_PER_SAMPLE:
+        if fmt not in BYTES_PER_SAMPLE and fmt not in FLAC_FORMATS:
             raise SourceError(path, f"WFDB format {fmt} is not supported")
         if not path.exists():
             raise SourceError(path, f"signal file named in {record_path.name}.hea is missing")
+        if fmt in FLAC_FORMATS:
+            continue  # compressed: wfdb's decoder checks the stream; the shape is compared after reading
         offset = int((header.byte_offset or [0] * header.n_sig)[signals[0]] or 0)
-        expected = offset + math.ceil(len(signals) * header.sig_len * BYTES_PER_SAMPLE[fmt])
+        frame = sum(spf[i] for i in signals)
         actual = path.stat().st_size
-        what = f"{len(signals)} signals × {header.sig_len} samples in format {fmt}"
+        if sig_len is None:
+            sig_len = int((actual - offset) / (BYTES_PER_SAMPLE[fmt] * frame))
+            if sig_len <= 0:
+                raise SourceError(path, "header gives no signal length and the signal file holds no frame")
+        expected = offset + math.ceil(frame * sig_len * BYTES_PER_SAMPLE[fmt])
+        what = f"{len(signals)} signals × {sig_len} samples in format {fmt}"
+        if frame != len(signals):
+            what = f"{len(signals)} signals, {frame} samples per frame × {sig_len} frames in format {fmt}"
         if actual < expected:
             raise SourceError(
                 path, f"truncated: the header ({what}) implies {expected} bytes, the file has {actual}"
@@ -165,10 +189,31 @@ def check_signal_files(record_path: Path, header: wfdb.Record) -> None:
                 f"holds {actual} bytes but the header ({what}) implies {expected}: the header's lead count "
                 "or length disagrees with the data",
             )
+    return sig_len
 
 
-def read_adc(record_path: Path) -> tuple[wfdb.Record, np.ndarray]:
-    """Header and samples ``(n_channels, n_samples)`` as int16 (or int32 for wider formats)."""
+@dataclass
+class RateGroup:
+    """The signals of a record that share one number of samples per frame (one sampling rate)."""
+
+    samples_per_frame: int
+    #: indices of the signals in the header
+    channels: list[int]
+    #: ``(len(channels), n_frames × samples_per_frame)`` stored integers (int16, or int32 when wide)
+    samples: np.ndarray
+
+
+def _wide(fmts) -> bool:
+    return any(int(f) not in _INT16_FORMATS for f in fmts)
+
+
+def read_groups(record_path: Path) -> tuple[wfdb.Record, list[RateGroup]]:
+    """Header and stored integers of a single-segment record, one :class:`RateGroup` per number of
+    samples per frame (in order of each group's first signal).
+
+    Skew is applied as wfdb applies it (the last ``skew`` samples of a skewed signal are WFDB's invalid
+    value); the header checksums are compared with the samples as *stored* (before the skew).
+    """
     hea = record_path.with_suffix(".hea")
     if not hea.exists():
         raise SourceError(hea, "header file is missing")
@@ -177,41 +222,204 @@ def read_adc(record_path: Path) -> tuple[wfdb.Record, np.ndarray]:
         header = read_header(record_path)  # wfdb's parse: raises with its own message, or accepts
     else:
         _validate_header(hea, header)
-    check_signal_files(record_path, header)
-    wide = any(int(f) not in _INT16_FORMATS for f in header.fmt)
+    sig_len = check_signal_files(record_path, header)
+    spf = [int(x or 1) for x in (header.samps_per_frame or [1] * header.n_sig)]
+    wide = _wide(header.fmt)
+    smooth = all(x == 1 for x in spf)
+    res = 32 if wide else 16
     try:
-        record = wfdb.rdrecord(str(record_path), physical=False, return_res=32 if wide else 16)
+        record = wfdb.rdrecord(str(record_path), physical=False, return_res=res, smooth_frames=smooth)
     except Exception as exc:
         raise SourceError(record_path.with_suffix(".dat"), f"unreadable signal data: {exc}") from exc
     _validate_header(hea, record)
-    seen = (record.n_sig, record.sig_len, list(record.file_name), [str(f) for f in record.fmt])
-    if seen != (header.n_sig, header.sig_len, list(header.file_name), [str(f) for f in header.fmt]):
+    seen = (record.n_sig, list(record.file_name), [str(f) for f in record.fmt])
+    if seen != (header.n_sig, list(header.file_name), [str(f) for f in header.fmt]) or (
+        sig_len is not None and record.sig_len != sig_len
+    ):
         raise SourceError(hea, f"wfdb reads this header differently from clinseq's check: {seen}")
-    d_signal = record.d_signal
-    if d_signal is None or d_signal.shape != (header.sig_len, header.n_sig):
-        shape = None if d_signal is None else d_signal.shape
-        raise SourceError(
-            record_path.with_suffix(".hea"),
-            f"data shape {shape} disagrees with the header "
-            f"({header.sig_len} samples × {header.n_sig} signals)",
-        )
+    sig_len = int(record.sig_len)
+    channels = _channel_arrays(record, smooth)
+    for c, x in enumerate(channels):
+        if x.shape != (sig_len * spf[c],):
+            raise SourceError(
+                hea, f"signal {c} has {x.shape[0]} samples, the header implies {sig_len} × {spf[c]}"
+            )
     if record.checksum is not None:
-        # 16-bit checksum of each signal, as in the header (catches corrupted bytes of the right size).
-        actual = (d_signal.astype(np.int64).sum(axis=0) & 0xFFFF).tolist()
-        for name, want, got in zip(record.sig_name, record.checksum, actual, strict=False):
+        stored = channels
+        if any(k for k in (record.skew or []) if k):
+            try:
+                unskewed = wfdb.rdrecord(
+                    str(record_path), physical=False, return_res=res, smooth_frames=smooth, ignore_skew=True
+                )
+            except Exception as exc:
+                raise SourceError(record_path.with_suffix(".dat"), f"unreadable signal data: {exc}") from exc
+            stored = _channel_arrays(unskewed, smooth)
+        # 16-bit checksum of each signal as stored (catches corrupted bytes of the right size).
+        for name, want, x in zip(record.sig_name, record.checksum, stored, strict=False):
+            got = int(x.astype(np.int64).sum()) & 0xFFFF
             if want is not None and int(want) & 0xFFFF != got:
                 raise SourceError(
                     record_path.with_suffix(".dat"),
                     f"checksum mismatch in signal {name!r}: header {want}, data {got} (corrupted data)",
                 )
-    samples = np.ascontiguousarray(d_signal.T).astype(np.int32 if wide else np.int16, copy=False)
-    return record, samples
+    dtype = np.int32 if wide else np.int16
+    groups: dict[int, list[int]] = {}
+    for c, k in enumerate(spf):
+        groups.setdefault(k, []).append(c)
+    out = []
+    for k, members in groups.items():
+        samples = np.empty((len(members), sig_len * k), dtype=dtype)
+        for row, c in enumerate(members):
+            samples[row] = channels[c]
+        out.append(RateGroup(k, members, samples))
+    return record, out
+
+
+def _channel_arrays(record: wfdb.Record, smooth: bool) -> list[np.ndarray]:
+    if smooth:
+        d = record.d_signal
+        if d is None:
+            return []
+        return [d[:, c] for c in range(d.shape[1])]
+    return list(record.e_d_signal or [])
+
+
+def read_adc(record_path: Path) -> tuple[wfdb.Record, np.ndarray]:
+    """Header and samples ``(n_channels, n_samples)`` of a single-rate record, int16 (or int32 for
+    wider formats); a record whose signals are at several rates is an error here (see
+    :func:`wfdb_recordings`)."""
+    record, groups = read_groups(record_path)
+    if len(groups) != 1 or groups[0].samples_per_frame != 1:
+        raise SourceError(
+            record_path.with_suffix(".hea"),
+            "multi-frequency record (signals at several samples per frame): read it with wfdb_recordings",
+        )
+    return record, groups[0].samples
 
 
 def record_start_time(record: wfdb.Record) -> datetime | None:
     if record.base_date is not None and record.base_time is not None:
         return datetime.combine(record.base_date, record.base_time)
     return None
+
+
+def channel_names(names: list[str | None]) -> list[str]:
+    """The header's signal descriptions as unique names: a signal without a description is named
+    ``signal_<i>`` (its 0-based position in the header); a repeated name gets ``#2``, ``#3``..."""
+    out: list[str] = []
+    counts: dict[str, int] = {}
+    for i, name in enumerate(names):
+        text = f"signal_{i}" if name is None or not str(name).strip() else str(name).strip()
+        counts[text] = counts.get(text, 0) + 1
+        out.append(text if counts[text] == 1 else f"{text}#{counts[text]}")
+    return out
+
+
+#: A record's rate groups after the first get ``recording_id + g · GROUP_ID_STRIDE`` (g = 1, 2...): the
+#: first group keeps the source's id, and ``session_id`` (the source's id) links them.
+GROUP_ID_STRIDE = 2**58
+MAX_RATE_GROUPS = 32
+
+
+def group_recording_id(recording_id: int, group: int, path: Path) -> int:
+    """The store id of rate group ``group`` of the recording the source numbers ``recording_id``."""
+    if group == 0:
+        return int(recording_id)
+    if not 0 <= recording_id < GROUP_ID_STRIDE or group >= MAX_RATE_GROUPS:
+        raise SourceError(
+            path,
+            f"cannot number rate group {group} of recording {recording_id}: ids of files with several "
+            f"sampling rates must be in [0, 2**58) and a file may have at most {MAX_RATE_GROUPS} rates",
+        )
+    return int(recording_id) + group * GROUP_ID_STRIDE
+
+
+def wfdb_recordings(
+    record_path: Path,
+    *,
+    recording_id: int,
+    patient_id: int,
+    source: str,
+    modality: str = "ecg",
+    start_time: datetime | None = None,
+    attributes: dict | None = None,
+) -> list[Recording]:
+    """Read a WFDB record (single- or multi-segment) into one :class:`Recording` per sampling rate.
+
+    A record whose signals all have one sample per frame gives one recording with id
+    ``recording_id``. A multi-frequency record gives one recording per number of samples per frame
+    (rate ``fs × samples per frame``), the first (the group of the header's first signal) with id
+    ``recording_id`` and group ``g`` with :func:`group_recording_id`; every one carries
+    ``session_id = recording_id`` and ``rate_group = g`` in its attributes.
+    """
+    hea = record_path.with_suffix(".hea")
+    if is_multisegment(hea):
+        from clinseq.io.wfdb_multisegment import read_multisegment
+
+        record, groups = read_multisegment(record_path)
+    else:
+        record, groups = read_groups(record_path)
+    gain_all = [float(g) for g in record.adc_gain]
+    if any(g == 0 for g in gain_all):
+        raise SourceError(hea, "a signal has ADC gain 0 (uncalibrated)")
+    names_all = channel_names(list(record.sig_name))
+    units_all = [normalize_unit(u) for u in record.units]
+    out = []
+    for g, group in enumerate(groups):
+        samples = group.samples
+        chans = group.channels
+        invalid = getattr(group, "adc_invalid", None)
+        if invalid is None:
+            sentinels = [INVALID_ADC.get(int(record.fmt[c])) for c in chans]
+            invalid = [
+                s if s is not None and bool((samples[row] == s).any()) else None
+                for row, s in enumerate(sentinels)
+            ]
+        gains = getattr(group, "gain", None) or [gain_all[c] for c in chans]
+        baselines = getattr(group, "baseline", None) or [float(record.baseline[c]) for c in chans]
+        out.append(
+            Recording(
+                recording_id=group_recording_id(recording_id, g, hea),
+                patient_id=patient_id,
+                start_time=start_time if start_time is not None else record_start_time(record),
+                modality=modality,
+                sampling_rate_hz=float(record.fs) * group.samples_per_frame,
+                samples=samples,
+                channel_names=[names_all[c] for c in chans],
+                units=[units_all[c] for c in chans],
+                gain=gains,
+                baseline=baselines,
+                source=source,
+                attributes={**(attributes or {}), "session_id": int(recording_id), "rate_group": g},
+                adc_invalid=invalid,
+            )
+        )
+    return out
+
+
+def is_multisegment(hea: Path) -> bool:
+    """True when the header's record line names segments (``NAME/N``)."""
+    try:
+        with hea.open("r", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    match = _RECORD_LINE.match(line)
+                    return bool(match and match["segments"])
+    except OSError:
+        return False
+    return False
+
+
+def segment_names(hea: Path) -> list[str]:
+    """The segment names a multi-segment header lists (gaps ``~`` left out)."""
+    lines = [line.strip() for line in hea.read_text(errors="replace").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    match = _RECORD_LINE.match(lines[0]) if lines else None
+    if match is None or not match["segments"]:
+        return []
+    n = int(match["segments"][1:])
+    return [line.split()[0] for line in lines[1 : 1 + n] if line.split()[0] != "~"]
 
 
 def wfdb_recording(
@@ -224,7 +432,8 @@ def wfdb_recording(
     start_time: datetime | None = None,
     attributes: dict | None = None,
 ) -> Recording:
-    """Read a WFDB record into a :class:`Recording` (ADC samples, gain and baseline per channel)."""
+    """Read a single-rate, single-segment WFDB record into a :class:`Recording` (ADC samples, gain and
+    baseline per channel)."""
     record, samples = read_adc(record_path)
     gain = [float(g) for g in record.adc_gain]
     if any(g == 0 for g in gain):
@@ -236,7 +445,7 @@ def wfdb_recording(
         modality=modality,
         sampling_rate_hz=float(record.fs),
         samples=samples,
-        channel_names=[str(n) for n in record.sig_name],
+        channel_names=channel_names(list(record.sig_name)),
         units=[normalize_unit(u) for u in record.units],
         gain=gain,
         baseline=[float(b) for b in record.baseline],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,6 +15,55 @@ import numpy as np
 SAMPLE_DTYPES = (np.dtype("int16"), np.dtype("int32"), np.dtype("float32"))
 
 
+class SpooledSamples(np.memmap):
+    """Samples spooled to a temporary file: a loader fills a long recording piece by piece (e.g. the
+    segments of a multi-segment WFDB record) without holding it in memory, and the store writer copies
+    it into a signal part from the page cache. The file is deleted when the last process holding the
+    array drops it; pickling (to hand it from a worker process to the writer) passes the file's path,
+    never the samples, and hands the deletion over to the receiving process."""
+
+    def __reduce__(self):
+        if getattr(self, "_spool_finalizer", None) is None or self.shape != getattr(
+            self, "_spool_shape", None
+        ):
+            return super().__reduce__()
+        self._spool_finalizer.detach()  # the receiver deletes the file
+        return (_open_spool, (self.filename, self.dtype.str, self.shape))
+
+
+def _attach(array: SpooledSamples, path: str) -> SpooledSamples:
+    array._spool_finalizer = weakref.finalize(array, _unlink, path)
+    array._spool_shape = array.shape
+    return array
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _open_spool(path: str, dtype: str, shape: tuple[int, ...]) -> SpooledSamples:
+    return _attach(SpooledSamples(path, dtype=np.dtype(dtype), mode="r+", shape=shape), path)
+
+
+def spool_samples(shape: tuple[int, int], dtype: np.dtype | type, fill: float | int) -> SpooledSamples:
+    """A ``(channels, n_samples)`` array of ``dtype`` filled with ``fill``, backed by a temporary file
+    (in ``$TMPDIR``) instead of memory; see :class:`SpooledSamples`."""
+    fd, path = tempfile.mkstemp(prefix="clinseq-spool-", suffix=".bin")
+    os.close(fd)
+    n_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    with open(path, "r+b") as f:
+        f.truncate(max(n_bytes, 1))
+    array = _attach(SpooledSamples(path, dtype=np.dtype(dtype), mode="r+", shape=shape), path)
+    if fill != 0:
+        step = max(1, (64 << 20) // max(1, np.dtype(dtype).itemsize * shape[1]))
+        for row in range(0, shape[0], step):
+            array[row : row + step] = fill
+    return array
+
+
 @dataclass
 class Recording:
     """One multichannel recording, as a loader hands it to the store writer.
@@ -20,6 +72,7 @@ class Recording:
     ``physical = (adc - baseline) / gain`` per channel (WFDB's convention: ``gain`` is ADC units per
     physical unit), or float32 already in physical units with ``gain = 1`` and ``baseline = 0``.
     ``units`` are the physical units per channel (``"mV"`` for ECG, ``"uV"`` for EEG).
+    ``samples`` may be a :class:`SpooledSamples` (file-backed) for recordings too long to hold in memory.
     ``attributes`` are dataset-specific columns of ``recordings.parquet`` (labels, folds, paths);
     every recording of one conversion carries the same keys.
     """

@@ -129,9 +129,11 @@ class TimelineStore:
         self._n_channels = rec["n_channels"].to_numpy()
         # Per-channel calibration, flattened: recording i owns [ch_offset[i], ch_offset[i + 1]).
         self._ch_offset = np.concatenate([[0], np.cumsum(self._n_channels)]).astype(np.int64)
-        gain = rec["gain"].explode().to_numpy().astype(np.float32) if rec.height else np.zeros(0)
-        baseline = rec["baseline"].explode().to_numpy().astype(np.float32) if rec.height else np.zeros(0)
+        # float64: the precision rule of read_window (calibration in float64, output float32).
+        gain = rec["gain"].explode().to_numpy().astype(np.float64) if rec.height else np.zeros(0)
+        baseline = rec["baseline"].explode().to_numpy().astype(np.float64) if rec.height else np.zeros(0)
         self._baseline = baseline
+        self._gain = gain
         # Recordings whose data hold the "missing sample" sentinel: physical reads mask them to NaN.
         self._invalid: dict[int, np.ndarray] = {}
         if "adc_invalid" in rec.columns:
@@ -140,7 +142,6 @@ class TimelineStore:
                     self._invalid[i] = np.array(
                         [np.nan if v is None else v for v in sentinels], dtype=np.float64
                     )
-        self._inv_gain = (1.0 / gain).astype(np.float32) if rec.height else np.zeros(0, np.float32)
 
     # -- pickling / fork safety ---------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -179,8 +180,11 @@ class TimelineStore:
             start, length: in samples at the recording's ``sampling_rate_hz``.
             channels: channel indices (or a slice) to keep, in that order; all when None.
             units: ``"physical"`` → float32 in the recording's ``units`` (ECG mV, EEG µV), computed
-                as ``(adc - baseline) / gain``; ``"adc"`` → the stored values as a read-only view of
-                the memory map (no copy, unless ``channels`` is a list, which numpy must gather).
+                as ``(adc - baseline) / gain`` in float64 and rounded once to float32 (so a value is
+                within half a float32 ulp of wfdb's / mne's float64 one, whatever the ADC width);
+                stored sentinels (``adc_invalid``) and gaps read as NaN; ``"adc"`` → the stored values as
+                a read-only view of the memory map (no copy, unless ``channels`` is a list, which numpy
+                must gather).
         """
         i = self._index(recording_id)
         n_samples = int(self._n_samples[i])
@@ -193,17 +197,19 @@ class TimelineStore:
         flat = self._signal_part(int(self._part[i])).flat(int(self._row[i]), n_channels * n_samples)
         window = flat.reshape(n_channels, n_samples)[:, start : start + length]
         lo = self._ch_offset[i]
-        baseline, inv_gain = self._baseline[lo : lo + n_channels], self._inv_gain[lo : lo + n_channels]
+        baseline, gain = self._baseline[lo : lo + n_channels], self._gain[lo : lo + n_channels]
         invalid = self._invalid.get(i)
         if channels is not None:
             window = window[channels]
-            baseline, inv_gain = baseline[channels], inv_gain[channels]
+            baseline, gain = baseline[channels], gain[channels]
             invalid = None if invalid is None else invalid[channels]
         if units == "adc":
             return window
         if units != "physical":
             raise ValueError(f"units must be 'physical' or 'adc', got {units!r}")
-        physical = (window - baseline[:, None]) * inv_gain[:, None]
+        # One precision rule for every sample type: (adc - baseline) / gain in float64 (exact for int16
+        # and int32 ADC values, as wfdb and mne compute it), then rounded once to float32.
+        physical = ((window - baseline[:, None]) / gain[:, None]).astype(np.float32)
         if invalid is not None:
             physical[window == invalid[:, None]] = np.nan
         return physical

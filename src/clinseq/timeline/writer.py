@@ -18,6 +18,8 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -184,15 +186,23 @@ class StoreWriter:
         return set(self._committed_keys)
 
     # -- writing ------------------------------------------------------------------------------------
-    def add(self, recording: Recording, *, key: str) -> None:
-        """Append one recording (``key`` is the source item's key, for resume bookkeeping)."""
-        dtype = recording.samples.dtype
+    def add(self, recording: Recording | Sequence[Recording], *, key: str) -> None:
+        """Append one recording, or the recordings one source item gives (e.g. one per sampling rate:
+        they land in one part, and resume treats them as one item). ``key`` is the source item's key,
+        for resume bookkeeping. Recordings of one item with different sample dtypes are brought to
+        one (int16 → int32 losslessly; with a float32 one, all become float32 physical values)."""
+        recordings = [recording] if isinstance(recording, Recording) else list(recording)
+        if not recordings:
+            raise StoreError(f"source item {key!r} gave no recording")
+        recordings = _one_dtype(recordings)
+        dtype = recordings[0].samples.dtype
         if self._open_part is not None and self._open_part.dtype != dtype:
             self._commit_part()  # one sample dtype per part
         if self._open_part is None:
             self._open_part = _OpenPart(self.tmp_path / SIGNALS_DIR / _part_stem(self._n_parts), dtype)
-        row = self._open_part.append(recording)
-        self._open_part.meta.append(_meta_row(recording, part=self._n_parts, row=row))
+        for one in recordings:
+            row = self._open_part.append(one)
+            self._open_part.meta.append(_meta_row(one, part=self._n_parts, row=row))
         self._pending_keys.append(key)
         if self._open_part.n_bytes >= self.part_max_bytes:
             self._commit_part()
@@ -295,6 +305,16 @@ class _OpenPart:
 
     def append(self, recording: Recording) -> int:
         flat = np.ascontiguousarray(recording.samples).reshape(-1)
+        if flat.nbytes >= _BATCH_BYTES:
+            # A long recording is written as its own batch, straight from its array (or its spool
+            # file's page cache): never concatenated into a second copy.
+            self._flush()
+            self._buffer_ids.append(recording.recording_id)
+            self._buffer_samples.append(flat)
+            self._flush()
+            self.n_bytes += flat.nbytes
+            self.n_rows += 1
+            return self.n_rows - 1
         self._buffer_ids.append(recording.recording_id)
         self._buffer_samples.append(flat)
         self._buffer_bytes += flat.nbytes
@@ -310,7 +330,11 @@ class _OpenPart:
             return
         lengths = np.array([len(s) for s in self._buffer_samples], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        values = pa.array(np.concatenate(self._buffer_samples))
+        one = len(self._buffer_samples) == 1
+        # pa.array of one contiguous numpy array wraps its buffer without a copy.
+        values = pa.array(
+            np.asarray(self._buffer_samples[0]) if one else np.concatenate(self._buffer_samples)
+        )
         samples = pa.LargeListArray.from_arrays(pa.array(offsets), values)
         batch = pa.record_batch([pa.array(self._buffer_ids, pa.int64()), samples], schema=self.schema)
         self.writer.write_batch(batch)
@@ -321,6 +345,35 @@ class _OpenPart:
         self.writer.close()
         self.sink.close()
         return self.n_rows
+
+
+def _one_dtype(recordings: list[Recording]) -> list[Recording]:
+    dtypes = {r.samples.dtype for r in recordings}
+    if len(dtypes) == 1:
+        return recordings
+    if np.dtype("float32") not in dtypes:
+        return [replace(r, samples=r.samples.astype(np.int32)) for r in recordings]
+    out = []
+    for r in recordings:
+        if r.samples.dtype == np.float32:
+            out.append(r)
+            continue
+        adc = r.samples.astype(np.float64)
+        physical = (adc - np.asarray(r.baseline)[:, None]) / np.asarray(r.gain)[:, None]
+        for c, sentinel in enumerate(r.adc_invalid or []):
+            if sentinel is not None:
+                physical[c, r.samples[c] == sentinel] = np.nan
+        n = r.n_channels
+        out.append(
+            replace(
+                r,
+                samples=physical.astype(np.float32),
+                gain=[1.0] * n,
+                baseline=[0.0] * n,
+                adc_invalid=[None] * n,
+            )
+        )
+    return out
 
 
 def _meta_row(recording: Recording, *, part: int, row: int) -> dict[str, Any]:
