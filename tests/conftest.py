@@ -30,6 +30,9 @@ HOW_TO_GET = {
     "ptbxl": "PTB-XL is open on PhysioNet: https://physionet.org/content/ptb-xl/1.0.3/ "
     "(wget -r -N -c -np https://physionet.org/files/ptb-xl/1.0.3/) — put it at $CLINSEQ_DATA/ptbxl",
     "wfdb_samples": "PhysioNet sample records (wfdb-python's sample-data/) at $CLINSEQ_DATA/wfdb_samples",
+    "wfdb_formats": "wfdb-python's format/layout test records (sample-data/: 100skew, 100-no-len, "
+    "flacformats,"
+    " mixedsignals, multi-segment/041s) at $CLINSEQ_DATA/wfdb_formats",
     "eeg/eegmat": "EEGMAT is open on PhysioNet: https://physionet.org/content/eegmat/1.0.0/ — put the EDF "
     "files at $CLINSEQ_DATA/eeg/eegmat",
     "mimic_iv_demo": "the MIMIC-IV demo is open on PhysioNet: "
@@ -56,6 +59,11 @@ def ptbxl_root() -> Path:
 @pytest.fixture(scope="session")
 def wfdb_samples_root() -> Path:
     return real_data("wfdb_samples")
+
+
+@pytest.fixture(scope="session")
+def wfdb_formats_root() -> Path:
+    return real_data("wfdb_formats")
 
 
 @pytest.fixture(scope="session")

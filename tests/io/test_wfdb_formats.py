@@ -19,12 +19,6 @@ import wfdb
 from clinseq.io import WFDBSource, convert
 from clinseq.io.wfdb_record import GROUP_ID_STRIDE, wfdb_recordings
 from clinseq.timeline import TimelineStore
-from tests.conftest import real_data
-
-
-@pytest.fixture(scope="module")
-def formats_root() -> Path:
-    return real_data("wfdb_formats")
 
 
 def _assert_equals_rdrecord(store: TimelineStore, root: Path) -> int:
@@ -52,12 +46,12 @@ def _assert_equals_rdrecord(store: TimelineStore, root: Path) -> int:
     return compared
 
 
-def test_every_record_equals_rdrecord(formats_root, tmp_path):
-    store = TimelineStore.open(convert(WFDBSource(formats_root), tmp_path / "s", progress=False))
+def test_every_record_equals_rdrecord(wfdb_formats_root, tmp_path):
+    store = TimelineStore.open(convert(WFDBSource(wfdb_formats_root), tmp_path / "s", progress=False))
     assert store.manifest["skipped"] == []
     sources = set(store.recordings["source"])
     assert sources == {"100-no-len", "100skew", "flacformats", "mixedsignals", "multi-segment/041s/041s"}
-    assert _assert_equals_rdrecord(store, formats_root) == 2 + 2 + 3 + 6 + 7
+    assert _assert_equals_rdrecord(store, wfdb_formats_root) == 2 + 2 + 3 + 6 + 7
     rec = store.recordings
     # multi-frequency: one recording per rate, linked by session_id
     mixed = rec.filter(rec["source"] == "mixedsignals").sort("rate_group")
@@ -65,7 +59,7 @@ def test_every_record_equals_rdrecord(formats_root, tmp_path):
     assert mixed["session_id"].n_unique() == 1
     # the skewed record's stored ADC values are wfdb's (skew applied)
     skew = rec.filter(rec["source"] == "100skew").row(0, named=True)
-    ref = wfdb.rdrecord(str(formats_root / "100skew"), physical=False)
+    ref = wfdb.rdrecord(str(wfdb_formats_root / "100skew"), physical=False)
     np.testing.assert_array_equal(store.read_recording(skew["recording_id"], units="adc"), ref.d_signal.T)
 
 
@@ -85,11 +79,11 @@ def _master(out: Path, name: str, seg_name: list[str], seg_len: list[int]) -> No
 
 
 @pytest.fixture(scope="module")
-def segmented_root(tmp_path_factory) -> Path:
+def segmented_root(wfdb_samples_root, tmp_path_factory) -> Path:
     """Multi-segment records written by wfdb from real MIT-BIH 100 samples: a fixed layout (wfdb reads no
     gap there), and a variable layout with a gap, an empty segment, and a last segment that lacks MLII
     and recalibrates V5 (format 16, another gain and baseline)."""
-    d = wfdb.rdrecord(str(real_data("wfdb_samples") / "100"), physical=False, sampto=6000).d_signal
+    d = wfdb.rdrecord(str(wfdb_samples_root / "100"), physical=False, sampto=6000).d_signal
     out = tmp_path_factory.mktemp("segmented")
     _segment(d[:2000], "fa", out, ["MLII", "V5"], ["212", "212"], [200, 200], [1024, 1024])
     _segment(d[3000:5000], "fb", out, ["MLII", "V5"], ["212", "212"], [200, 200], [1024, 1024])
@@ -123,10 +117,10 @@ def test_multisegment_records_equal_rdrecord(segmented_root, tmp_path):
     assert np.isnan(signal[1, 1500:1800]).all()  # the gap
 
 
-def test_a_long_record_is_never_held_in_memory(segmented_root, tmp_path):
+def test_a_long_record_is_never_held_in_memory(wfdb_samples_root, tmp_path):
     """120 segments of 20 000 frames: the loader holds one segment at a time (its output is file-backed),
     so its peak memory does not grow with the record's length."""
-    d = wfdb.rdrecord(str(real_data("wfdb_samples") / "100"), physical=False, sampto=20000).d_signal
+    d = wfdb.rdrecord(str(wfdb_samples_root / "100"), physical=False, sampto=20000).d_signal
     out = tmp_path / "long"
     out.mkdir()
     _segment(d, "seg", out, ["MLII", "V5"], ["16", "16"], [200, 200], [1024, 1024])
@@ -150,10 +144,10 @@ def test_a_long_record_is_never_held_in_memory(segmented_root, tmp_path):
     np.testing.assert_array_equal(recordings[0].samples[:, 20000 * 119 :], d.T)
 
 
-def test_format_32_precision_worst_case(tmp_path):
+def test_format_32_precision_worst_case(wfdb_samples_root, tmp_path):
     """A format-32 channel with values near ±2³¹ and a non-power-of-two gain: read_window returns
     float32 within half a float32 ulp of wfdb's float64 value (calibration in float64)."""
-    base = wfdb.rdrecord(str(real_data("wfdb_samples") / "100"), physical=False, sampto=5000).d_signal
+    base = wfdb.rdrecord(str(wfdb_samples_root / "100"), physical=False, sampto=5000).d_signal
     d = np.clip(base.astype(np.int64) * 2**20 - 2**30, -(2**31) + 1, 2**31 - 1).astype(np.int64)
     d[0] = [2**31 - 1, -(2**31) + 1]
     wfdb.wrsamp(
