@@ -9,8 +9,8 @@ encoder and for how long. Run it through the CLI or directly, on one process or 
     torchrun --nproc_per_node 4 recipes/pretrain.py recipes/ptbxl/pclr.yaml
 
 The run folder receives ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``checkpoints/`` and,
-for PTB-XL, ``eval/`` (linear probe of the pretrained encoder against the same encoder at its random
-initialisation, on held-out patients, with bootstrap CIs).
+``eval/seed<k>/`` (for each task of ``eval.tasks``: a linear probe of the pretrained encoder against the
+same encoder at its random initialisation, on held-out subjects, with bootstrap CIs; JSON + plot).
 """
 
 from __future__ import annotations
@@ -80,21 +80,26 @@ class PretrainRecipe:
         return self.trainer.fit()
 
     def evaluate(self):
-        """Linear probe on held-out patients: pretrained vs the same encoder at random init (rank 0)."""
+        """Probe on held-out subjects, every task of ``eval.tasks``: pretrained vs the same encoder at
+        random init (rank 0)."""
         cfg = self.config
         if not (cfg.eval.enabled and self.ctx.is_main):
             return None
-        from clinseq.eval import compare_encoders_over_seeds
+        from clinseq.eval import EvalOptions, evaluate
 
         encoders = {"pretrained": self.task.encoder}
         if cfg.eval.compare_random_init:
             encoders["random init"] = self.initial_encoder
-        options = {"window_s": cfg.data.window_s, "progress": cfg.train.progress, **cfg.eval.options}
-        # Each encoder is embedded once; every seed redraws only the label-fraction patients and resamples.
-        return compare_encoders_over_seeds(
-            encoders, self.store, cfg.eval.task, cfg.eval.fractions, seeds=cfg.eval.seeds,
-            out_dir=self.run_dir / "eval", n_boot=cfg.eval.n_boot, device=self.ctx.device, **options,
+        options = EvalOptions(
+            fractions=cfg.eval.fractions, seeds=cfg.eval.seeds, n_boot=cfg.eval.n_boot,
+            window_s=cfg.data.window_s, channels=cfg.data.channels, device=self.ctx.device,
+            progress=cfg.train.progress, **cfg.eval.options,
         )  # fmt: skip
+        # Each encoder is embedded once per task; every seed redraws only the label-fraction subjects.
+        return {
+            task: evaluate(encoders, self.store, task, options, out_dir=self.run_dir / "eval")
+            for task in cfg.eval.tasks
+        }
 
     def cleanup(self) -> None:
         """Stop the loader's workers, restore the thread count and close the process group (also after a
@@ -108,7 +113,7 @@ class PretrainRecipe:
 
 
 def run(config: PretrainConfig, resume: bool = False) -> dict:
-    """Run the recipe; returns ``{"train": TrainResult, "eval": {seed: {name: ProbeReport}} or None}``."""
+    """Run the recipe; returns ``{"train": TrainResult, "eval": {task: Evaluation} or None}``."""
     recipe = PretrainRecipe(config, resume)
     try:
         recipe.setup()

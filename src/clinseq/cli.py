@@ -1,4 +1,4 @@
-"""The ``clinseq`` command line: convert sources into stores, inspect them, pretrain, benchmark.
+"""The ``clinseq`` command line: convert sources into stores, inspect them, pretrain, evaluate, benchmark.
 
 Heavy modules are imported inside each command so that ``clinseq --help`` stays instant.
 """
@@ -57,6 +57,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", type=Path, metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint, exactly"
     )
 
+    evaluate = commands.add_parser(
+        "eval",
+        help="re-evaluate a run's checkpoint on labelled tasks (pretrained vs random init), no retraining",
+        description="Linear probe of the run's latest checkpoint and of the same encoder at its random "
+        "init, at label fractions, subject-level splits, AUROC/AUPRC with subject-bootstrap CIs. Writes "
+        "RUN/eval/seed<k>/eval_<task>.json and a plot.",
+    )
+    evaluate.add_argument("run", type=Path, help="run folder (config.yaml + checkpoints/)")
+    evaluate.add_argument(
+        "--task", dest="tasks", action="append", default=[], metavar="NAME",
+        help="a task of clinseq.eval.TASKS, e.g. ptbxl/superdiagnostic, eegmat/condition; repeatable "
+        "(default: the run's eval.tasks, else the store's usual tasks)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--labels", action="append", default=[], type=Path, metavar="FILE",
+        help="a labels table (Parquet/CSV): recording_id + labels, or the MEDS label schema; repeatable",
+    )  # fmt: skip
+    _add_run_options(evaluate)
+    evaluate.add_argument("--out", type=Path, help="result folder (default RUN/eval)")
+    evaluate.add_argument("--fractions", type=float, nargs="+", help="label fractions (default the run's)")
+    evaluate.add_argument("--seeds", type=int, nargs="+", help="label-fraction seeds (default the run's)")
+    evaluate.add_argument("--n-boot", type=int, help="bootstrap resamples (default the run's eval.n_boot)")
+    evaluate.add_argument("--folds", type=_positive_int, help="subject folds when a task has no split")
+
+    embed = commands.add_parser(
+        "embed",
+        help="write a run's embeddings of a store as Parquet (recording_id/patient_id + embedding)",
+        description="One embedding per recording (mean over the run's windows), or per example of a task.",
+    )
+    embed.add_argument("store", type=Path, help="the store to embed")
+    embed.add_argument("run", type=Path, help="run folder (config.yaml + checkpoints/)")
+    embed.add_argument("out", type=Path, help="Parquet file to write")
+    embed.add_argument("--task", help="embed this task's examples (default: every recording)")
+    embed.add_argument("--labels", type=Path, metavar="FILE", help="embed the examples of a labels table")
+    embed.add_argument(
+        "--weights", choices=("pretrained", "random-init"), default="pretrained", help="which encoder"
+    )
+    embed.add_argument("--device", default=None, help="e.g. cuda (default cpu)")
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+
     bench = commands.add_parser("bench", help="run throughput benchmarks (tables + JSON + PNG)")
     bench.add_argument(
         "suites", nargs="+", choices=("reads", "loader", "loss", "encoder", "pretrain", "ehr", "all")
@@ -71,6 +111,84 @@ def build_parser() -> argparse.ArgumentParser:
         help="result folder (default benchmarks/results, or benchmarks/results/quick with --quick)",
     )
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, help="the store to use (default the run's data.store)")
+    parser.add_argument("--device", default=None, help="e.g. cuda (default cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _tasks(args: argparse.Namespace, run) -> list:
+    """The tasks named on the command line, else the run's eval.tasks, else the store's usual ones."""
+    from clinseq.eval import LabelsTable, default_tasks, get_task
+
+    tasks = [get_task(name) for name in args.tasks] + [LabelsTable(path) for path in args.labels]
+    if tasks:
+        return tasks
+    names = run.config.eval.tasks if run.config.eval.enabled else []
+    names = names or default_tasks(run.store.manifest.get("dataset"))
+    if not names:
+        raise ClinseqError(
+            f"no task for a {run.store.manifest.get('dataset')!r} store: name one (--task) or bring labels "
+            "(--labels FILE)"
+        )
+    return [get_task(name) for name in names]
+
+
+def _encoder_options(run, device: str | None, progress: bool) -> dict:
+    return {
+        "window_s": run.config.data.window_s,
+        "channels": run.config.data.channels,
+        "device": device,
+        "progress": progress,
+    }
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from clinseq.eval import EvalOptions, evaluate
+    from clinseq.train.restore import load_run
+
+    run = load_run(args.run, store=args.store)
+    tasks = _tasks(args, run)
+    cfg = run.config.eval
+    options = {k: v for k, v in cfg.options.items() if k in EvalOptions.fields()}
+    if args.folds is not None:
+        options["folds"] = args.folds
+    options = EvalOptions(
+        fractions=args.fractions or cfg.fractions,
+        seeds=args.seeds or cfg.seeds,
+        n_boot=cfg.n_boot if args.n_boot is None else args.n_boot,
+        **_encoder_options(run, args.device, not args.quiet),
+        **options,
+    )
+    out = args.out or args.run / "eval"
+    print(f"{args.run}: checkpoint step {run.step}; store {run.store.path}")
+    for task in tasks:
+        task.check_store(run.store)
+        evaluate(run.encoders, run.store, task, options, out_dir=out)
+    print(f"wrote {out}")
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from clinseq.eval import EncoderFeatures, LabelsTable, all_recordings, embedding_table, get_task
+    from clinseq.train.restore import load_run
+
+    run = load_run(args.run, store=args.store)
+    if args.task and args.labels:
+        raise ClinseqError("pass --task or --labels, not both")
+    if args.task or args.labels:
+        task = get_task(args.task) if args.task else LabelsTable(args.labels)
+        task.check_store(run.store)
+        examples = task.examples(run.store)
+    else:
+        examples = all_recordings(run.store, run.config.data.modality)
+    encoder = run.encoders["pretrained" if args.weights == "pretrained" else "random init"]
+    featurize = EncoderFeatures(encoder, **_encoder_options(run, args.device, not args.quiet))
+    table = embedding_table(featurize(run.store, examples), examples)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.write_parquet(args.out)
+    print(f"wrote {args.out}: {table.height} embeddings of dimension {len(table['embedding'][0])}")
 
 
 def _convert(args: argparse.Namespace) -> Path:
@@ -98,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.config, profile=args.profile, overrides=args.overrides, out=args.out, resume=args.resume
             )
             run_recipe(config, resume=resume)
+        elif args.command == "eval":
+            _eval(args)
+        elif args.command == "embed":
+            _embed(args)
         elif args.command == "bench":
             from clinseq.bench import main as bench_main
 

@@ -79,7 +79,7 @@ def test_main_job_prints_both_aurocs_with_cis(ptbxl_store, tmp_path: Path, capsy
     rows = [line for line in printed.splitlines() if re.match(r"^10 % \(", line)]
     assert rows and re.search(rf"{ci}\s+{ci}", rows[0]), printed  # pretrained and random init, each with a CI
     assert "pretrained" in printed and "random init" in printed
-    assert (out / "eval" / "seed0" / "eval_superdiagnostic.json").is_file()
+    assert (out / "eval" / "seed0" / "eval_ptbxl_superdiagnostic.json").is_file()
 
 
 def test_runs_from_a_copy_of_the_recipes_elsewhere(eegmat_store, tmp_path: Path, monkeypatch) -> None:

@@ -94,12 +94,16 @@ def test_ecg_ehr_on_a_store_without_events_says_what_it_needs(ptbxl_store) -> No
         build_data(config, ptbxl_store)
 
 
-def test_the_probe_is_refused_before_training_on_a_non_ptbxl_store(eegmat_store: Path) -> None:
+def test_a_task_of_another_dataset_is_refused_before_training(eegmat_store: Path) -> None:
     from clinseq.train import check_eval_store
 
-    config = load_config(RECIPES / "eeg" / "cpc.yaml", overrides=["eval.enabled=true"])
-    with pytest.raises(ConfigError, match="is a 'eegmat' store: the linear probe uses PTB-XL's labels"):
-        check_eval_store(config, TimelineStore.open(eegmat_store))
+    store = TimelineStore.open(eegmat_store)
+    check_eval_store(load_config(RECIPES / "eeg" / "cpc.yaml"), store)  # its own tasks: EEGMAT's
+    config = load_config(RECIPES / "eeg" / "cpc.yaml", overrides=["eval.tasks=[ptbxl/superdiagnostic]"])
+    with pytest.raises(
+        ConfigError, match="task 'ptbxl/superdiagnostic' reads ptbxl stores; .* is a 'eegmat' store"
+    ):
+        check_eval_store(config, store)
 
 
 def test_ecg_ehr_task_trains_both_encoders() -> None:

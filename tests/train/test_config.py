@@ -128,8 +128,12 @@ def test_saved_config_reloads_identically(tmp_path: Path, config_file: Path) -> 
             "data.sampler=random;data.sampler_kwargs={batch_size: 8}",
             "method 'polywindow' needs data.sampler in",
         ),
-        ("eval.task=superdiag", "unknown config key 'eval.task=superdiag'; did you mean 'superdiagnostic'?"),
-        ("eval.options={windw_s: 2}", "unknown config key 'eval.options.windw_s'; did you mean 'window_s'"),
+        (
+            "eval.tasks=[ptbxl/superdiag]",
+            "unknown config key 'eval.tasks=ptbxl/superdiag'; did you mean 'ptbxl/superdiagnostic'?",
+        ),
+        ("eval.options={fold: 5}", "unknown config key 'eval.options.fold'; did you mean 'folds'"),
+        ("eval.options={window_s: 5}", "eval.options.window_s is set by the recipe"),
     ],
 )
 def test_component_keywords_are_checked_against_signatures(config_file: Path, override: str, message) -> None:

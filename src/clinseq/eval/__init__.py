@@ -1,28 +1,41 @@
-"""Evaluation: frozen embeddings, linear probes and fine-tuning at label fractions, metrics with CIs.
+"""Evaluation: one protocol for every modality — a labelled task, featurizers, a probe at label fractions.
+
+A **task** is labels keyed by recording (PTB-XL statements, EEGMAT rest vs arithmetic) or by
+(subject_id, prediction_time) (EHR, the MEDS label schema); :func:`evaluate` runs the probe protocol
+for any of them and any featurizers (encoders, baselines), with subject-level splits and CIs.
 
 =================================  ====================================================================
+``evaluate``                       featurizers × task → probe at label fractions → :class:`Evaluation`
+``EvalOptions``                    fractions, seeds, bootstrap, probe/fine-tune, folds, embedding options
+``Task``, ``TASKS``, ``get_task``  labelled tasks: ``ptbxl/<label set>``, ``eegmat/condition``,
+                                   ``eegmat/count_quality``; ``LabelsTable`` for labels a user brings
+``Examples``                       a task's examples on a store: keys, y, classes, subjects, split
+``EncoderFeatures``                a waveform encoder as a featurizer (mean of window embeddings)
+``FeatureTable``                   precomputed features (``clinseq embed`` Parquet) as a featurizer
 ``extract_embeddings``             one embedding per recording (whole recording or mean over windows)
-``ptbxl_task_labels``              PTB-XL task → (recording_ids, multi-hot y, classes), benchmark rules
 ``fit_linear_probe``               standardised features → one-vs-rest logistic regression, C on val
 ``fine_tune``                      linear head (+ optionally the encoder), BCE, early stopping on val
-``evaluate_predictions``           macro AUROC / AUPRC with patient-level bootstrap 95 % CIs
-``evaluate_encoder``               the whole protocol for one encoder at 1/10/100 % labels → ProbeReport
-``evaluate_features``              the same linear-probe protocol on precomputed features
-``compare_encoders``               several encoders, printed table with CIs and paired differences
-``compare_encoders_over_seeds``    the same for several label-fraction seeds, each encoder embedded once
-``plot_auroc_vs_label_fraction``   the plot (matplotlib optional)
+``evaluate_predictions``           macro AUROC / AUPRC with subject-level bootstrap 95 % CIs
+``ProbeReport``, ``format_table``  results of one featurizer; the printed table; the plot
 =================================  ====================================================================
 
-Typical use (the README's main job)::
+Typical use (the recipes' evaluate phase)::
 
-    from clinseq.eval import compare_encoders
-    reports = compare_encoders({"pretrained": encoder, "random init": encoder0}, store,
-                               task="superdiagnostic", fractions=(0.01, 0.1, 1.0), out_dir=run_dir)
+    from clinseq.eval import EvalOptions, evaluate
+    result = evaluate({"pretrained": encoder, "random init": encoder0}, store, "ptbxl/superdiagnostic",
+                      EvalOptions(fractions=(0.01, 0.1, 1.0), window_s=5.0), out_dir=run_dir / "eval")
 """
 
 from clinseq.eval.embeddings import extract_embeddings, window_starts
+from clinseq.eval.features import (
+    EncoderFeatures,
+    FeatureTable,
+    Featurizer,
+    check_features,
+    embedding_table,
+)
 from clinseq.eval.finetune import FineTuned, StandardisedLinear, fine_tune
-from clinseq.eval.labels import PTBXL_TASKS, TaskLabels, ptbxl_task_labels
+from clinseq.eval.labels import PTBXL_TASKS, ptbxl_task_labels
 from clinseq.eval.metrics import (
     MetricCI,
     PredictionMetrics,
@@ -33,42 +46,65 @@ from clinseq.eval.metrics import (
     patient_bootstrap_weights,
 )
 from clinseq.eval.probe import DEFAULT_CS, LinearProbe, fit_linear_probe
-from clinseq.eval.report import (
-    FractionResult,
-    ProbeReport,
-    compare_encoders,
-    compare_encoders_over_seeds,
-    evaluate_encoder,
-    evaluate_features,
-    format_table,
-    plot_auroc_vs_label_fraction,
+from clinseq.eval.protocol import EvalOptions, Evaluation, Fold, evaluate, subject_folds
+from clinseq.eval.report import FractionResult, ProbeReport, format_table, plot_auroc_vs_label_fraction
+from clinseq.eval.tasks import (
+    PREDICTION_TIME_KEYS,
+    RECORDING_KEYS,
+    TASKS,
+    EEGMATTask,
+    Examples,
+    LabelsTable,
+    PTBXLTask,
+    Task,
+    all_recordings,
+    default_tasks,
+    get_task,
+    task_names,
 )
 
 __all__ = [
     "DEFAULT_CS",
+    "PREDICTION_TIME_KEYS",
     "PTBXL_TASKS",
+    "RECORDING_KEYS",
+    "TASKS",
+    "EEGMATTask",
+    "EncoderFeatures",
+    "EvalOptions",
+    "Evaluation",
+    "Examples",
+    "FeatureTable",
+    "Featurizer",
     "FineTuned",
+    "Fold",
     "FractionResult",
+    "LabelsTable",
     "LinearProbe",
     "MetricCI",
+    "PTBXLTask",
     "PredictionMetrics",
     "ProbeReport",
     "StandardisedLinear",
-    "TaskLabels",
+    "Task",
+    "all_recordings",
     "auroc_per_class",
     "average_precision_per_class",
-    "compare_encoders",
-    "compare_encoders_over_seeds",
-    "evaluate_encoder",
-    "evaluate_features",
+    "check_features",
+    "default_tasks",
+    "embedding_table",
+    "evaluate",
     "evaluate_predictions",
     "extract_embeddings",
     "fine_tune",
     "fit_linear_probe",
     "format_table",
+    "get_task",
     "paired_difference",
     "patient_bootstrap_weights",
     "plot_auroc_vs_label_fraction",
     "ptbxl_task_labels",
+    "subject_folds",
+    "task_names",
     "window_starts",
 ]

@@ -34,13 +34,13 @@ from clinseq.utils import ConfigError
 if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore
 
-__all__ = ["PTBXL_TASKS", "TaskLabels", "ptbxl_task_labels"]
+__all__ = ["PTBXL_TASKS", "PTBXLLabels", "ptbxl_task_labels"]
 
 #: The six PTB-XL benchmark tasks.
 PTBXL_TASKS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 
 
-class TaskLabels(NamedTuple):
+class PTBXLLabels(NamedTuple):
     """The examples of one task: ``recording_ids`` (n,) int64 sorted, ``y`` (n, K) uint8 multi-hot,
     ``classes`` the K class names (sorted)."""
 
@@ -51,7 +51,7 @@ class TaskLabels(NamedTuple):
 
 def ptbxl_task_labels(
     store: TimelineStore | pl.DataFrame, task: str = "superdiagnostic", *, min_count: int = 1
-) -> TaskLabels:
+) -> PTBXLLabels:
     """Multi-hot labels of a PTB-XL task for every ECG of the store that has at least one of its labels.
 
     Args:
@@ -61,7 +61,7 @@ def ptbxl_task_labels(
             1 reproduces the benchmark's ``min_samples = 0``.
 
     Returns:
-        :class:`TaskLabels` ``(recording_ids, y, classes)``, rows sorted by ``recording_id``.
+        :class:`PTBXLLabels` ``(recording_ids, y, classes)``, rows sorted by ``recording_id``.
     """
     if task not in PTBXL_TASKS:
         raise ConfigError(f"task must be one of {PTBXL_TASKS}, got {task!r}")
@@ -92,4 +92,4 @@ def ptbxl_task_labels(
     y = np.zeros((len(ids), len(classes)), np.uint8)
     for i, ks in enumerate(rows):
         y[i, ks] = 1
-    return TaskLabels(np.asarray(ids, np.int64), y, classes)
+    return PTBXLLabels(np.asarray(ids, np.int64), y, classes)

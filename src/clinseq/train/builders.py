@@ -187,18 +187,23 @@ def validate_components(config: PretrainConfig) -> None:
     task = task_class(config.method.name)
     task.validate(config)
     if config.eval.enabled:
-        from clinseq.eval import PTBXL_TASKS, evaluate_encoder
+        from clinseq.eval import TASKS, EvalOptions
 
-        if config.eval.task not in PTBXL_TASKS:
-            raise unknown_key(f"eval.task={config.eval.task}", config.eval.task, list(PTBXL_TASKS))
-
-        check_kwargs(
-            evaluate_encoder,
-            config.eval.options,
-            "eval.options",
-            provided=("encoder", "store", "task", "fractions", "seed", "out_dir", "name", "n_boot", "device"),
-            require=False,
-        )
+        if not config.eval.tasks:
+            raise ConfigError(
+                "eval.enabled is true but eval.tasks is empty; name a task or set eval.enabled=false"
+            )
+        for name in config.eval.tasks:
+            if name not in TASKS:
+                raise unknown_key(f"eval.tasks={name}", name, list(TASKS))
+        fixed = ("fractions", "seeds", "n_boot", "window_s", "device")
+        for key in config.eval.options:
+            if key in fixed:
+                raise ConfigError(f"eval.options.{key} is set by the recipe (eval.{key} or data.{key})")
+            if key not in EvalOptions.fields():
+                raise unknown_key(
+                    f"eval.options.{key}", key, [k for k in EvalOptions.fields() if k not in fixed]
+                )
 
 
 # -- views ----------------------------------------------------------------------------------------------
@@ -295,13 +300,13 @@ def prepare_store(
 
 
 def check_eval_store(config: PretrainConfig, store: TimelineStore) -> None:
-    """Fail before training, not after it, when the probe cannot run on ``store`` (PTB-XL labels only)."""
-    dataset = store.manifest.get("dataset")
-    if config.eval.enabled and dataset != "ptbxl":
-        raise ConfigError(
-            f"eval.enabled is true but {store.path} is a {dataset!r} store: the linear probe uses PTB-XL's "
-            "labels and strat_fold; set eval.enabled=false for this data"
-        )
+    """Fail before training, not after it, when a task of ``eval.tasks`` cannot run on ``store``."""
+    if not config.eval.enabled:
+        return
+    from clinseq.eval import get_task
+
+    for name in config.eval.tasks:
+        get_task(name).check_store(store)
 
 
 def _convert(data: DataConfig, root: Path, out: Path, progress: bool) -> Path:

@@ -9,7 +9,7 @@ A recipe config is a YAML file whose sections mirror :class:`PretrainConfig`::
     method: {name, objective, options}
     optim:  {lr, weight_decay, warmup_steps, ...}
     train:  {max_steps, precision, grad_clip_norm, log_every, checkpoint_every, ...}
-    eval:   {enabled, task, fractions, ...}
+    eval:   {enabled, tasks, fractions, ...}
     profiles:
       smoke: {train: {max_steps: 40}, ...}   # named override sets, applied before --set
 
@@ -232,20 +232,22 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Linear probe after pretraining (PTB-XL): pretrained encoder against the same one at random init.
+    """Evaluation after pretraining: the pretrained encoder against the same one at random init, on
+    labelled tasks of the pretraining store (:func:`clinseq.eval.evaluate`).
 
     Attributes:
-        enabled: run the probe at the end of the recipe.
-        task: PTB-XL label set ("superdiagnostic", "subdiagnostic", "diagnostic", "form", "rhythm", "all").
-        fractions: label fractions of the training patients (nested, by patient).
+        enabled: run the evaluation at the end of the recipe.
+        tasks: task names of :data:`clinseq.eval.TASKS` (e.g. "ptbxl/superdiagnostic",
+            "eegmat/condition", "eegmat/count_quality"); each is evaluated and printed in turn.
+        fractions: label fractions of the training subjects (nested, by subject).
         seeds: label-fraction draws (one probe per seed and fraction).
-        n_boot: bootstrap resamples (by patient) for the 95 % CIs.
+        n_boot: bootstrap resamples (by subject) for the 95 % CIs.
         compare_random_init: also probe the same encoder at its initial (random) weights.
-        options: further keyword arguments of ``clinseq.eval.compare_encoders`` (checked).
+        options: further fields of ``clinseq.eval.EvalOptions`` (checked), e.g. ``{folds: 5}``.
     """
 
     enabled: bool = True
-    task: str = "superdiagnostic"
+    tasks: list[str] = field(default_factory=lambda: ["ptbxl/superdiagnostic"])
     fractions: list[float] = field(default_factory=lambda: [0.1, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0])
     n_boot: int = 1000
