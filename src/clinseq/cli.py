@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fractions", type=float, nargs="+", help="label fractions (default the run's)")
     evaluate.add_argument("--seeds", type=int, nargs="+", help="label-fraction seeds (default the run's)")
     evaluate.add_argument("--n-boot", type=int, help="bootstrap resamples (default the run's eval.n_boot)")
-    evaluate.add_argument("--folds", type=_positive_int, help="subject folds when a task has no split")
+    evaluate.add_argument("--folds", type=int, help="subject folds when a task has no split")
 
     embed = commands.add_parser(
         "embed",
