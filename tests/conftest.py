@@ -67,6 +67,11 @@ def wfdb_formats_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def eegmat_root() -> Path:
+    return real_data("eeg/eegmat")
+
+
+@pytest.fixture(scope="session")
 def ptbxl_store(tmp_path_factory: pytest.TempPathFactory, ptbxl_root: Path):
     """The real PTB-XL subset at 100 Hz converted once per test session."""
     from clinseq.io import PTBXLSource, convert

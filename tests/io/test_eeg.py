@@ -20,7 +20,7 @@ from clinseq.io import EEGSource, convert
 from clinseq.io.eeg_channels import canonical_electrode, normalize_channel
 from clinseq.io.eeg_layouts import tuh_subject_number
 from clinseq.timeline import TimelineStore
-from clinseq.utils import ConfigError, SourceError, data_root
+from clinseq.utils import ConfigError, SourceError
 
 EEGMAT_NAMES = [
     "Fp1", "Fp2", "F3", "F4", "F7", "F8", "T3", "T4", "C3", "C4", "T5", "T6", "P3", "P4", "O1", "O2",
@@ -73,17 +73,6 @@ def edf_integers(path: Path) -> dict[str, np.ndarray]:
 
 def mne_microvolts(path: Path, **kw) -> np.ndarray:
     return mne.io.read_raw_edf(path, verbose="error", **kw).get_data() * 1e6
-
-
-@pytest.fixture(scope="module")
-def eegmat_root() -> Path:
-    path = data_root() / "eeg" / "eegmat"  # tests/conftest.py points $CLINSEQ_DATA at ../shared/data
-    if not path.exists():
-        pytest.skip(
-            f"real data {path} is absent: EEGMAT is open on PhysioNet, "
-            "https://physionet.org/content/eegmat/1.0.0/ — put the EDF files at $CLINSEQ_DATA/eeg/eegmat"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -412,13 +401,59 @@ def _mixed_rate_copy(eegmat_root: Path, dst: Path, rates: dict[int, int], relabe
     return dst
 
 
-def test_mixed_rates_drop_the_odd_channels(eegmat_root, tmp_path):
+def _pyedflib_signals(path: Path) -> list[tuple[str, float, np.ndarray, np.ndarray]]:
+    """(label, rate Hz, stored integers, physical µV for voltages) of every signal, by pyedflib (a peer
+    reader that keeps each signal at its own rate)."""
+    import pyedflib
+
+    from clinseq.io.edf import unit_scale
+
+    with pyedflib.EdfReader(str(path)) as reader:
+        out = []
+        for i in range(reader.signals_in_file):
+            _, factor = unit_scale(reader.getPhysicalDimension(i))
+            out.append(
+                (
+                    reader.getLabel(i),
+                    reader.getSampleFrequency(i),
+                    reader.readSignal(i, digital=True),
+                    reader.readSignal(i) * factor,
+                )
+            )
+        return out
+
+
+def test_mixed_rates_give_one_recording_per_rate(eegmat_root, tmp_path):
     # A2-A1 relabelled as an EOG at 750 Hz and the ECG at 250 Hz; the 19 EEG channels stay at 500 Hz.
     path = _mixed_rate_copy(
         eegmat_root, tmp_path / "m" / "Subject02_2.edf", {19: 750, 20: 250}, {19: "EOG A2-A1"}
     )
     store = TimelineStore.open(convert(EEGSource(path.parent), tmp_path / "s", progress=False))
+    rec = store.recordings.sort("rate_group")
+    assert rec["sampling_rate_hz"].to_list() == [500.0, 750.0, 250.0]
+    assert rec["channel_names"].to_list() == [EEGMAT_NAMES[:19], ["A2-A1"], ["ECG"]]
+    assert rec["channel_types"].to_list() == [["eeg"] * 19, ["eog"], ["ecg"]]
+    assert rec["session_id"].to_list() == [22, 22, 22] and rec["recording_id"][0] == 22
+    assert rec["dropped_channels"].to_list() == [[], [], []]
+    peer = _pyedflib_signals(path)
+    for row in rec.iter_rows(named=True):
+        adc = store.read_recording(row["recording_id"], units="adc")
+        physical = store.read_recording(row["recording_id"])
+        for c, label in enumerate(row["source_channel_names"]):
+            _, rate, want_adc, want = next(p for p in peer if p[0] == label)
+            assert rate == row["sampling_rate_hz"]
+            np.testing.assert_array_equal(adc[c], want_adc)
+            np.testing.assert_allclose(physical[c], want, rtol=1e-6, atol=1e-3)
+
+
+def test_mixed_rates_drop_or_raise_on_request(eegmat_root, tmp_path):
+    path = _mixed_rate_copy(
+        eegmat_root, tmp_path / "m" / "Subject02_2.edf", {19: 750, 20: 250}, {19: "EOG A2-A1"}
+    )
+    source = EEGSource(path.parent, mixed_rates="drop")
+    store = TimelineStore.open(convert(source, tmp_path / "s", progress=False))
     row = store.recordings.row(0, named=True)
+    assert store.recordings.height == 1
     assert row["channel_names"] == EEGMAT_NAMES[:19] and row["sampling_rate_hz"] == 500.0
     assert row["dropped_channels"] == ["EOG A2-A1 (750 Hz)", "ECG ECG (250 Hz)"]
     want = mne_microvolts(eegmat_root / "Subject02_2.edf")[:19]
@@ -429,10 +464,13 @@ def test_mixed_rates_drop_the_odd_channels(eegmat_root, tmp_path):
         convert(EEGSource(path.parent, mixed_rates="raise"), tmp_path / "r", progress=False)
 
 
-def test_eeg_channels_at_two_rates_are_an_error(eegmat_root, tmp_path):
+def test_eeg_channels_at_two_rates_are_two_recordings(eegmat_root, tmp_path):
     path = _mixed_rate_copy(eegmat_root, tmp_path / "m" / "Subject02_2.edf", {0: 250, 1: 750}, {})
-    with pytest.raises(SourceError, match=r"EEG channels at different sampling rates \(250, 500, 750 Hz\)"):
-        convert(EEGSource(path.parent), tmp_path / "s", progress=False)
+    store = TimelineStore.open(convert(EEGSource(path.parent), tmp_path / "s", progress=False))
+    rec = store.recordings.sort("rate_group")
+    # the first EEG channel's rate first, then in order of appearance
+    assert rec["sampling_rate_hz"].to_list() == [250.0, 750.0, 500.0]
+    assert sum(rec["n_channels"]) == 21
 
 
 # -- bad input ----------------------------------------------------------------------------------------
@@ -477,7 +515,12 @@ BAD_EDF = {
         lambda p: _edit(p, _field(p.read_bytes(), "samples_per_record", 5)[0], b"0       "),
         r"signal 6 \('EEG F8'\) has 0 samples per data record: unknown sampling rate",
     ),
-    "discontinuous": (lambda p: _edit(p, 192, b"EDF+D"), r"EDF\+D \(discontinuous\) files are not supported"),
+    "discontinuous_overlapping": (
+        lambda p: (
+            _edit(p, 192, b"EDF+D") or p.write_bytes(p.read_bytes().replace(b"+1\x14\x14", b"+0\x14\x14", 1))
+        ),
+        r"EDF\+D data records: data records overlap or are not in time order",
+    ),
     "tiny": (lambda p: p.write_bytes(p.read_bytes()[:100]), r"broken EDF header: the file has 100 bytes"),
 }
 

@@ -17,8 +17,9 @@ import pytest
 import wfdb
 
 from clinseq.io import WFDBSource, convert
-from clinseq.io.wfdb_record import GROUP_ID_STRIDE, wfdb_recordings
+from clinseq.io.wfdb_record import wfdb_recordings
 from clinseq.timeline import TimelineStore
+from clinseq.timeline.records import GROUP_ID_STRIDE
 
 
 def _assert_equals_rdrecord(store: TimelineStore, root: Path) -> int:

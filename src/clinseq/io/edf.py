@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -71,6 +72,11 @@ class EDFHeader:
     n_records: int
     record_duration_s: float
     signals: tuple[EDFSignal, ...]
+
+    @property
+    def discontinuous(self) -> bool:
+        """EDF+D / BDF+D: each data record's onset is its first (time-keeping) annotation."""
+        return self.reserved.startswith(("EDF+D", "BDF+D"))
 
     @property
     def bytes_per_sample(self) -> int:
@@ -141,11 +147,6 @@ def parse_edf_header(data: bytes | mmap.mmap, path: Path) -> EDFHeader:
         )
     if size < header_bytes:
         raise broken(f"the file has {size} bytes, fewer than its {header_bytes}-byte header")
-    if not math.isfinite(duration) or duration <= 0:
-        raise broken(f"data record duration is {duration} s, so the sampling rates are unknown (must be > 0)")
-    if reserved.startswith(("EDF+D", "BDF+D")):
-        raise SourceError(path, f"{reserved[:5]} (discontinuous) files are not supported: convert to EDF+C")
-
     body = bytes(data[256:header_bytes]).decode("latin-1")
     widths = (16, 80, 8, 8, 8, 8, 8, 80, 8, 32)
     fields: list[list[str]] = []
@@ -184,6 +185,21 @@ def parse_edf_header(data: bytes | mmap.mmap, path: Path) -> EDFHeader:
             ):
                 raise broken(f"{where} physical minimum equals maximum ({signal.physical_min}): uncalibrated")
         signals.append(signal)
+    edf_plus = reserved.startswith(("EDF+", "BDF+"))
+    if duration == 0 and edf_plus and all(signal.is_annotation for signal in signals):
+        raise SourceError(
+            path,
+            "annotation-only EDF+ file (data record duration 0 and only an annotations signal): it holds "
+            "annotations for another file (e.g. a Sleep-EDF hypnogram), no samples to convert",
+        )
+    if not math.isfinite(duration) or duration <= 0:
+        raise broken(f"data record duration is {duration} s, so the sampling rates are unknown (must be > 0)")
+    if reserved.startswith(("EDF+D", "BDF+D")) and not any(signal.is_annotation for signal in signals):
+        raise SourceError(
+            path,
+            f"{reserved[:5]} (discontinuous) file without an annotations signal: the data records' onsets "
+            "(time-keeping annotations) are unknown",
+        )
     header = EDFHeader(
         bdf=bdf,
         patient=text[8:88].strip(),
@@ -250,4 +266,46 @@ def read_edf_samples(data: bytes | mmap.mmap, header: EDFHeader, signals: list[i
     out = np.empty((len(signals), header.n_records * n), dtype=np.int16)
     for row, i in enumerate(signals):
         out[row].reshape(header.n_records, n)[:] = records[:, starts[i] : starts[i] + n]
+    return out
+
+
+_TIME_KEEPING = re.compile(rb"^([+-]\d+(?:\.\d*)?)\x14\x14")
+
+
+def record_onsets_s(data: bytes | mmap.mmap, header: EDFHeader, path: Path) -> np.ndarray:
+    """Onset (s, from the file's start time) of every data record: its time-keeping annotation (the
+    first TAL of the first annotations signal, EDF+ §2.2.4), or ``r × record duration`` without one."""
+    annotation = next((i for i, s in enumerate(header.signals) if s.is_annotation), None)
+    if annotation is None:
+        return np.arange(header.n_records) * header.record_duration_s
+    width = header.bytes_per_sample
+    start = sum(s.samples_per_record for s in header.signals[:annotation]) * width
+    n_bytes = header.signals[annotation].samples_per_record * width
+    onsets = np.empty(header.n_records, dtype=np.float64)
+    for r in range(header.n_records):
+        at = header.header_bytes + r * header.record_bytes + start
+        match = _TIME_KEEPING.match(bytes(data[at : at + n_bytes]))
+        if match is None:
+            raise SourceError(
+                path, f"data record {r} has no time-keeping annotation (EDF+ needs one per record)"
+            )
+        onsets[r] = float(match[1])
+    return onsets
+
+
+def place_records(
+    adc: np.ndarray, onsets_s: np.ndarray, samples_per_record: int, rate_hz: float, fill: int
+) -> np.ndarray:
+    """The records of ``adc`` (channels × n_records·samples_per_record) placed at their onsets on one
+    time axis from the first onset, with ``fill`` between them (gaps of an EDF+D file). Onsets are
+    rounded to the nearest sample; records that would overlap are an error of the caller's file."""
+    n_records = len(onsets_s)
+    first = np.rint((onsets_s - onsets_s[0]) * rate_hz).astype(np.int64)
+    if np.any(np.diff(first) < samples_per_record):
+        raise ValueError("data records overlap or are not in time order")
+    total = int(first[-1]) + samples_per_record
+    out = np.full((adc.shape[0], total), fill, dtype=adc.dtype)
+    blocks = adc.reshape(adc.shape[0], n_records, samples_per_record)
+    for r in range(n_records):
+        out[:, first[r] : first[r] + samples_per_record] = blocks[:, r]
     return out

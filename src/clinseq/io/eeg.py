@@ -28,12 +28,23 @@ clear name (``ECG ECG`` → ``ECG``, ``EEG EKG1-REF`` → ``EKG1``, ``EOG horizo
 has a type (``channel_types``: eeg, ecg, eog, emg, resp, bio, stim, misc); the labels as written are in
 ``source_channel_names``.
 
-**Mixed sampling rates.** A store recording has one rate. The rate shared by the EEG channels is
-kept; other channels at another rate (SpO2 at 1 Hz, a 200 Hz EMG beside 500 Hz EEG) are dropped and
-listed in ``dropped_channels`` (``mixed_rates="drop"``, default) or make the file an error
-(``mixed_rates="raise"``). Resampling them would make the ADC copy lossy and splitting them into
-another recording would break "one recording = one acquisition"; EEG channels at two different rates
-are always an error.
+**Mixed sampling rates** (polysomnography: EEG at 100 Hz beside respiration or SpO2 at 1 Hz). A store
+recording has one rate, so a file with several becomes one recording per rate (``mixed_rates="split"``,
+default), each with its channels' stored integers, losslessly: the first holds the rate of the first
+EEG channel and keeps the layout's recording id; the others follow in order of appearance with ids
+``recording_id + g · 2**58`` (:func:`~clinseq.timeline.records.rate_group_id`). All of them carry
+``session_id`` (the layout's id) and ``rate_group`` (g), and share the start time and the annotations.
+``mixed_rates="drop"`` keeps only the first and lists the others in ``dropped_channels``;
+``"raise"`` makes such a file an error. With ``resample_hz`` every channel is resampled (mne) to that
+rate and the file is one float32 recording.
+
+**EDF+D** (discontinuous): every data record is placed at its onset (its time-keeping annotation), so
+the recording spans the file's real time; the gaps between records are missing samples: stored as
+−2³¹ in int32 (``adc_invalid``), read back as NaN (``edf_discontinuous`` is true). mne reads such a
+file as if its records were contiguous; its annotations keep their real onsets.
+
+**Annotation-only EDF+** files (record duration 0, only an annotations signal, e.g. Sleep-EDF
+hypnograms) hold no samples: they are an error of that file, saying so.
 
 **Start time** comes from the EDF header (EDF+'s ``Startdate dd-MMM-yyyy`` when present, else
 ``dd.mm.yy`` with years 85–99 → 19xx, 00–84 → 20xx, plus ``hh.mm.ss``), naive local time; None when the
@@ -41,10 +52,11 @@ EDF+ header marks it anonymised (``Startdate X``) or it is unreadable.
 
 **Errors** (:class:`~clinseq.utils.SourceError`, naming the file): a broken EDF header (a field that is
 not a number, a header size that disagrees with the signal count, an uncalibrated signal...), a data
-section shorter than the header says (truncated) or longer by whole records, EDF+D (discontinuous)
-files, a SHA-256 that disagrees with the dataset's ``SHA256SUMS.txt``, a file mne cannot read, EEG
-channels at different rates, and files whose path does not follow the chosen layout (these are errors
-of that file, so ``on_error="skip"`` lists them and converts the rest).
+section shorter than the header says (truncated) or longer by whole records, EDF+D files without an
+annotations signal (no record onsets) or with overlapping records, annotation-only EDF+ files, a
+SHA-256 that disagrees with the dataset's ``SHA256SUMS.txt``, a file mne cannot read, and files whose
+path does not follow the chosen layout (these are errors of that file, so ``on_error="skip"`` lists
+them and converts the rest).
 """
 
 from __future__ import annotations
@@ -56,6 +68,7 @@ import mmap
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,10 +76,17 @@ import numpy as np
 import polars as pl
 
 from clinseq.io.base import SourceItem
-from clinseq.io.edf import EDFHeader, parse_edf_header, read_edf_samples, unit_scale
+from clinseq.io.edf import (
+    EDFHeader,
+    parse_edf_header,
+    place_records,
+    read_edf_samples,
+    record_onsets_s,
+    unit_scale,
+)
 from clinseq.io.eeg_channels import normalize_channel
 from clinseq.io.eeg_layouts import DATASET_OF_LAYOUT, LAYOUTS, EEGLayout, detect_layout, file_suffix
-from clinseq.timeline.records import Recording
+from clinseq.timeline.records import Recording, rate_group_id
 from clinseq.utils import ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
@@ -103,6 +123,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@dataclass
+class _Group:
+    """The channels of one file at one sampling rate, as a recording needs them."""
+
+    samples: np.ndarray
+    rate_hz: float
+    labels: list[str]
+    names: list[str]
+    types: list[str]
+    units: list[str]
+    gain: list[float]
+    baseline: list[float]
+    adc_invalid: list[int | None]
+
+
 class EEGSource:
     """EEG recordings read through mne (and clinseq's own EDF/BDF integer reader).
 
@@ -116,8 +151,9 @@ class EEGSource:
             its group ``patient`` (or first group) is the patient key. Default: the file stem.
         ten_twenty: ``"as_recorded"`` keeps T3/T4/T5/T6 as written; ``"modern"`` renames them
             T7/T8/P7/P8.
-        mixed_rates: channels at another rate than the EEG channels: ``"drop"`` (listed in
-            ``dropped_channels``) or ``"raise"`` (the file is an error).
+        mixed_rates: channels at another rate than the EEG channels: ``"split"`` (default: one
+            recording per rate, linked by ``session_id``), ``"drop"`` (listed in ``dropped_channels``)
+            or ``"raise"`` (the file is an error).
     """
 
     def __init__(
@@ -128,7 +164,7 @@ class EEGSource:
         *,
         patient_regex: str | None = None,
         ten_twenty: Literal["as_recorded", "modern"] = "as_recorded",
-        mixed_rates: Literal["drop", "raise"] = "drop",
+        mixed_rates: Literal["split", "drop", "raise"] = "split",
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -142,8 +178,8 @@ class EEGSource:
             raise ConfigError(f"resample_hz must be a positive number of Hz or None, got {resample_hz!r}")
         if ten_twenty not in ("as_recorded", "modern"):
             raise ConfigError(f"ten_twenty must be 'as_recorded' or 'modern', got {ten_twenty!r}")
-        if mixed_rates not in ("drop", "raise"):
-            raise ConfigError(f"mixed_rates must be 'drop' or 'raise', got {mixed_rates!r}")
+        if mixed_rates not in ("split", "drop", "raise"):
+            raise ConfigError(f"mixed_rates must be 'split', 'drop' or 'raise', got {mixed_rates!r}")
         if patient_regex is not None:
             try:
                 compiled = re.compile(patient_regex)
@@ -215,37 +251,48 @@ class EEGSource:
         return items
 
     # -- loading ------------------------------------------------------------------------------------
-    def load(self, item: SourceItem) -> Recording:
+    def load(self, item: SourceItem) -> Recording | list[Recording]:
+        """One recording, or one per sampling rate for a mixed-rate EDF/BDF (``mixed_rates="split"``):
+        the first holds the EEG channels' rate and keeps the layout's recording id, the others get
+        :func:`~clinseq.timeline.records.rate_group_id`; all share ``session_id``."""
         if item.info.get("error"):
             raise SourceError(item.path, item.info["error"])
         if not item.path.exists():
             raise SourceError(item.path, "listed in the index but missing on disk")
         if file_suffix(item.path) in EDF_SUFFIXES:
-            loaded = self._load_edf(item)
+            groups, extra = self._load_edf(item)
         else:
-            loaded = self._load_mne(item)
-        samples, names, types, units, gain, baseline, extra = loaded
-        start_time, rate = extra.pop("_start_time"), extra.pop("_sampling_rate_hz")
-        attributes = {
-            **item.info["attributes"],
-            "source_channel_names": extra.pop("source_channel_names"),
-            "channel_types": types,
-            **extra,
-        }
-        return Recording(
-            recording_id=item.info["recording_id"],
-            patient_id=item.info["patient_id"],
-            start_time=start_time,
-            modality="eeg",
-            sampling_rate_hz=rate,
-            samples=samples,
-            channel_names=names,
-            units=units,
-            gain=gain,
-            baseline=baseline,
-            source=item.key,
-            attributes=attributes,
-        )
+            groups, extra = self._load_mne(item)
+        start_time = extra.pop("_start_time")
+        base_id = item.info["recording_id"]
+        out = []
+        for g, group in enumerate(groups):
+            attributes = {
+                **item.info["attributes"],
+                "source_channel_names": group.labels,
+                "channel_types": group.types,
+                **extra,
+                "session_id": base_id,
+                "rate_group": g,
+            }
+            out.append(
+                Recording(
+                    recording_id=rate_group_id(base_id, g, item.path),
+                    patient_id=item.info["patient_id"],
+                    start_time=start_time,
+                    modality="eeg",
+                    sampling_rate_hz=group.rate_hz,
+                    samples=group.samples,
+                    channel_names=group.names,
+                    units=group.units,
+                    gain=group.gain,
+                    baseline=group.baseline,
+                    source=item.key,
+                    attributes=attributes,
+                    adc_invalid=group.adc_invalid,
+                )
+            )
+        return out[0] if len(out) == 1 else out
 
     def _names(self, labels: list[str]) -> tuple[list[str], list[str]]:
         names, types = [], []
@@ -258,7 +305,7 @@ class EEGSource:
             types.append(kind)
         return names, types
 
-    def _load_edf(self, item: SourceItem):
+    def _load_edf(self, item: SourceItem) -> tuple[list[_Group], dict[str, Any]]:
         path = item.path
         # Memory-mapped: a day-long EDF costs its output array, not a second copy of the file.
         try:
@@ -283,66 +330,106 @@ class EEGSource:
             labels = [header.signals[i].label for i in signals]
             names, types = self._names(labels)
             rates = [header.sampling_rate_hz(header.signals[i]) for i in signals]
-            keep, dropped = self._choose_rate(path, names, types, rates)
-            rate = rates[keep[0]]
-            kept = [signals[j] for j in keep]
-            adc = read_edf_samples(data, header, kept)  # a copy: no view of the map outlives it
+            rate_groups, dropped = self._rate_groups(path, names, types, rates)
+            onsets = record_onsets_s(data, header, path) if header.discontinuous else None
+            groups = []
+            for members in rate_groups:
+                kept = [signals[j] for j in members]
+                adc = read_edf_samples(data, header, kept)  # a copy: no view of the map outlives it
+                invalid: list[int | None] = [None] * len(kept)
+                spr = header.signals[kept[0]].samples_per_record
+                if onsets is not None:
+                    fill = int(np.iinfo(np.int32).min)
+                    try:
+                        placed = place_records(adc.astype(np.int32), onsets, spr, rates[members[0]], fill)
+                    except ValueError as exc:
+                        raise SourceError(path, f"EDF+D data records: {exc}") from exc
+                    if placed.shape[1] > adc.shape[1]:  # gaps: int32 with a sentinel (lossless)
+                        adc, invalid = placed, [fill] * len(kept)
+                units, gain, baseline = [], [], []
+                for i in kept:
+                    signal = header.signals[i]
+                    unit, factor = unit_scale(signal.dimension)
+                    units.append(unit)
+                    gain.append(signal.gain / factor)
+                    baseline.append(signal.baseline)
+                groups.append(
+                    _Group(
+                        samples=adc,
+                        rate_hz=rates[members[0]],
+                        labels=[labels[j] for j in members],
+                        names=[names[j] for j in members],
+                        types=[types[j] for j in members],
+                        units=units,
+                        gain=gain,
+                        baseline=baseline,
+                        adc_invalid=invalid,
+                    )
+                )
         finally:
             if isinstance(data, mmap.mmap):
                 try:
                     data.close()
                 except BufferError:  # a view is still alive in an exception's traceback: GC closes it
                     pass
-        units, gain, baseline = [], [], []
-        for i in kept:
-            signal = header.signals[i]
-            unit, factor = unit_scale(signal.dimension)
-            units.append(unit)
-            gain.append(signal.gain / factor)
-            baseline.append(signal.baseline)
-        annotations = self._mne_check_and_annotations(path, header, rate, len(signals))
+        annotations = self._mne_check_and_annotations(path, header, len(signals))
         extra = {
-            "source_channel_names": [labels[j] for j in keep],
             "dropped_channels": [f"{labels[j]} ({rates[j]:g} Hz)" for j in dropped],
             "annotations": annotations,
             "file_format": "bdf" if header.bdf else "edf",
+            "edf_discontinuous": header.discontinuous,
             "_start_time": header.start_time,
         }
         extra.update(self.strategy.header_attributes(header.patient))
-        names = [names[j] for j in keep]
-        types = [types[j] for j in keep]
         if self.resample_hz is None:
-            extra["_sampling_rate_hz"] = rate
-            return adc, names, types, units, gain, baseline, extra
-        physical = (adc - np.asarray(baseline)[:, None]) / np.asarray(gain)[:, None]
-        resampled = _mne_resample(physical, rate, self.resample_hz)
-        extra["_sampling_rate_hz"] = self.resample_hz
-        ones = [1.0] * len(names)
-        return resampled, names, types, units, ones, [0.0] * len(names), extra
+            return groups, extra
+        return [self._resampled(groups)], extra
 
-    def _choose_rate(self, path: Path, names: list[str], types: list[str], rates: list[float]):
-        """Indices of the channels to keep (those at the EEG channels' rate) and of those dropped."""
-        eeg = [r for r, t in zip(rates, types, strict=True) if t == "eeg"] or rates
-        if len(set(eeg)) > 1:
-            by_rate = sorted(set(eeg))
+    def _resampled(self, groups: list[_Group]) -> _Group:
+        """Every group's physical values resampled to ``resample_hz`` (mne), stacked: one float32
+        recording (gain 1, baseline 0)."""
+        parts = []
+        for group in groups:
+            physical = group.samples.astype(np.float64)
+            physical = (physical - np.asarray(group.baseline)[:, None]) / np.asarray(group.gain)[:, None]
+            for row, sentinel in enumerate(group.adc_invalid):
+                if sentinel is not None:
+                    physical[row, group.samples[row] == sentinel] = np.nan
+            parts.append(_mne_resample(physical, group.rate_hz, self.resample_hz))
+        n = min(p.shape[1] for p in parts)
+        names = [name for group in groups for name in group.names]
+        return _Group(
+            samples=np.ascontiguousarray(np.concatenate([p[:, :n] for p in parts]), dtype=np.float32),
+            rate_hz=float(self.resample_hz),
+            labels=[label for group in groups for label in group.labels],
+            names=names,
+            types=[t for group in groups for t in group.types],
+            units=[u for group in groups for u in group.units],
+            gain=[1.0] * len(names),
+            baseline=[0.0] * len(names),
+            adc_invalid=[None] * len(names),
+        )
+
+    def _rate_groups(
+        self, path: Path, names: list[str], types: list[str], rates: list[float]
+    ) -> tuple[list[list[int]], list[int]]:
+        """Channel indices per sampling rate — the EEG channels' rate (of the first EEG channel) first,
+        the others in order of first appearance — and the indices dropped (``mixed_rates="drop"``)."""
+        first_eeg = next((j for j, t in enumerate(types) if t == "eeg"), 0)
+        order = [rates[first_eeg]] + [r for r in dict.fromkeys(rates) if r != rates[first_eeg]]
+        groups = [[j for j, r in enumerate(rates) if r == rate] for rate in order]
+        if len(groups) == 1 or self.mixed_rates == "split" or self.resample_hz is not None:
+            return groups, []
+        if self.mixed_rates == "raise":
+            listed = ", ".join(f"{names[j]} {rates[j]:g} Hz" for g in groups[1:] for j in g)
             raise SourceError(
                 path,
-                f"EEG channels at different sampling rates ({', '.join(f'{r:g}' for r in by_rate)} Hz): one "
-                "recording needs one rate; resample the file or split it by rate before converting",
+                f"channels at another rate than the EEG's {order[0]:g} Hz: {listed} (mixed_rates='split' "
+                "keeps them as recordings of their own rate, 'drop' leaves them out and lists them)",
             )
-        rate = eeg[0]
-        keep = [j for j, r in enumerate(rates) if r == rate]
-        dropped = [j for j, r in enumerate(rates) if r != rate]
-        if dropped and self.mixed_rates == "raise":
-            listed = ", ".join(f"{names[j]} {rates[j]:g} Hz" for j in dropped)
-            raise SourceError(
-                path,
-                f"channels at another rate than the EEG's {rate:g} Hz: {listed} (mixed_rates='drop' leaves "
-                "them out and lists them in dropped_channels)",
-            )
-        return keep, dropped
+        return groups[:1], sorted(j for g in groups[1:] for j in g)
 
-    def _mne_check_and_annotations(self, path: Path, header: EDFHeader, rate: float, n_signals: int):
+    def _mne_check_and_annotations(self, path: Path, header: EDFHeader, n_signals: int):
         """Open the file with mne (the reference reader): its view must agree with ours, and it parses
         EDF+ annotations (time-stamped annotation lists)."""
         import mne
@@ -366,7 +453,7 @@ class EEGSource:
             for o, d, t in zip(ann.onset, ann.duration, ann.description, strict=True)
         ]
 
-    def _load_mne(self, item: SourceItem):
+    def _load_mne(self, item: SourceItem) -> tuple[list[_Group], dict[str, Any]]:
         import mne
 
         path = item.path
@@ -392,7 +479,6 @@ class EEGSource:
         meas_date = raw.info["meas_date"]
         shift = raw.first_time if raw.annotations.orig_time is not None else 0.0
         extra = {
-            "source_channel_names": labels,
             "dropped_channels": [],
             "annotations": [
                 # onsets count from orig_time when there is one, else from the first sample already
@@ -402,19 +488,22 @@ class EEGSource:
                 )
             ],  # fmt: skip
             "file_format": file_suffix(path).lstrip("."),
+            "edf_discontinuous": False,
             "_start_time": None if meas_date is None else meas_date.replace(tzinfo=None),
-            "_sampling_rate_hz": rate,
         }
         n = len(names)
-        return (
-            np.ascontiguousarray(values, dtype=np.float32),
-            names,
-            types,
-            units,
-            [1.0] * n,
-            [0.0] * n,
-            extra,
+        group = _Group(
+            samples=np.ascontiguousarray(values, dtype=np.float32),
+            rate_hz=rate,
+            labels=labels,
+            names=names,
+            types=types,
+            units=units,
+            gain=[1.0] * n,
+            baseline=[0.0] * n,
+            adc_invalid=[None] * n,
         )
+        return [group], extra
 
     # -- tables -------------------------------------------------------------------------------------
     def patients(self, recordings: pl.DataFrame) -> pl.DataFrame:
@@ -445,6 +534,8 @@ class EEGSource:
                 "resample_hz": self.resample_hz,
                 "ten_twenty": self.ten_twenty,
                 "mixed_rates": self.mixed_rates,
+                "rate_groups": "one recording per sampling rate, linked by session_id; "
+                "recording_id + rate_group * 2**58",
                 "patient_regex": self.patient_regex,
                 "sample_storage": "float32 uV"
                 if self.resample_hz
@@ -464,6 +555,9 @@ _COMMON_SCHEMA: dict[str, pl.DataType] = {
         pl.Struct({"onset_s": pl.Float64(), "duration_s": pl.Float64(), "description": pl.String()})
     ),
     "file_format": pl.String(),
+    "edf_discontinuous": pl.Boolean(),
+    "session_id": pl.Int64(),
+    "rate_group": pl.Int64(),
 }
 # FIFF unit codes (mne.io.constants.FIFF.FIFF_UNIT_*) → (unit, factor from SI).
 _FIFF_UNITS = {107: ("uV", 1e6), -1: ("NU", 1.0), 0: ("NU", 1.0), 112: ("T", 1.0), 201: ("T/m", 1.0)}

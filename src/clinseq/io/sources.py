@@ -189,6 +189,12 @@ SOURCES: dict[str, SourceSpec] = {
         "clinseq.io.eeg:EEGSource",
         Option("--layout", "auto, eegmmidb, tuh, eegmat or flat", default="auto"),
         Option("--resample-hz", "resample every recording to this rate", float),
+        Option(
+            "--mixed-rates",
+            "channels at another rate than the EEG: one recording per rate (split), drop or raise",
+            default="split",
+            choices=("split", "drop", "raise"),
+        ),
         rate_option="resample_hz",
     ),
     "mimic-iv": _events(

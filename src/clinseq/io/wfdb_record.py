@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-from clinseq.timeline.records import Recording
+from clinseq.timeline.records import Recording, rate_group_id
 from clinseq.utils import SourceError
 
 # Bytes per sample of each WFDB storage format (format 212 packs two 12-bit samples in 3 bytes...).
@@ -315,25 +315,6 @@ def channel_names(names: list[str | None]) -> list[str]:
     return out
 
 
-#: A record's rate groups after the first get ``recording_id + g · GROUP_ID_STRIDE`` (g = 1, 2...): the
-#: first group keeps the source's id, and ``session_id`` (the source's id) links them.
-GROUP_ID_STRIDE = 2**58
-MAX_RATE_GROUPS = 32
-
-
-def group_recording_id(recording_id: int, group: int, path: Path) -> int:
-    """The store id of rate group ``group`` of the recording the source numbers ``recording_id``."""
-    if group == 0:
-        return int(recording_id)
-    if not 0 <= recording_id < GROUP_ID_STRIDE or group >= MAX_RATE_GROUPS:
-        raise SourceError(
-            path,
-            f"cannot number rate group {group} of recording {recording_id}: ids of files with several "
-            f"sampling rates must be in [0, 2**58) and a file may have at most {MAX_RATE_GROUPS} rates",
-        )
-    return int(recording_id) + group * GROUP_ID_STRIDE
-
-
 def wfdb_recordings(
     record_path: Path,
     *,
@@ -349,7 +330,7 @@ def wfdb_recordings(
     A record whose signals all have one sample per frame gives one recording with id
     ``recording_id``. A multi-frequency record gives one recording per number of samples per frame
     (rate ``fs × samples per frame``), the first (the group of the header's first signal) with id
-    ``recording_id`` and group ``g`` with :func:`group_recording_id`; every one carries
+    ``recording_id`` and group ``g`` with :func:`~clinseq.timeline.records.rate_group_id`; every one carries
     ``session_id = recording_id`` and ``rate_group = g`` in its attributes.
     """
     hea = record_path.with_suffix(".hea")
@@ -379,7 +360,7 @@ def wfdb_recordings(
         baselines = getattr(group, "baseline", None) or [float(record.baseline[c]) for c in chans]
         out.append(
             Recording(
-                recording_id=group_recording_id(recording_id, g, hea),
+                recording_id=rate_group_id(recording_id, g, hea),
                 patient_id=patient_id,
                 start_time=start_time if start_time is not None else record_start_time(record),
                 modality=modality,

@@ -11,8 +11,31 @@ from typing import Any
 
 import numpy as np
 
+from clinseq.utils import SourceError
+
 #: Sample dtypes a store part may hold: ADC integers (lossless for WFDB/EDF/BDF) or float32 physical.
 SAMPLE_DTYPES = (np.dtype("int16"), np.dtype("int32"), np.dtype("float32"))
+
+
+#: The recordings one file gives at several sampling rates ("rate groups") after the first get
+#: ``recording_id + g · GROUP_ID_STRIDE`` (g = 1, 2...): the first keeps the source's id, and every one
+#: carries ``session_id`` (the source's id) and ``rate_group`` (g). ``id % GROUP_ID_STRIDE`` is the
+#: session, ``id // GROUP_ID_STRIDE`` the group.
+GROUP_ID_STRIDE = 2**58
+MAX_RATE_GROUPS = 32
+
+
+def rate_group_id(recording_id: int, group: int, path: os.PathLike[str] | str) -> int:
+    """The store id of rate group ``group`` of the file the source numbers ``recording_id``."""
+    if group == 0:
+        return int(recording_id)
+    if not 0 <= recording_id < GROUP_ID_STRIDE or group >= MAX_RATE_GROUPS:
+        raise SourceError(
+            path,
+            f"cannot number rate group {group} of recording {recording_id}: ids of files with several "
+            f"sampling rates must be in [0, 2**58) and a file may have at most {MAX_RATE_GROUPS} rates",
+        )
+    return int(recording_id) + group * GROUP_ID_STRIDE
 
 
 class SpooledSamples(np.memmap):
