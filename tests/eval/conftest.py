@@ -21,7 +21,6 @@ def eegmat_root():
 @pytest.fixture(scope="session")
 def eegmat_store(eegmat_root, tmp_path_factory: pytest.TempPathFactory):
     from clinseq.io import convert
-
     from clinseq.io.eeg import EEGSource
     from clinseq.timeline import TimelineStore
 
