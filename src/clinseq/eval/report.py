@@ -222,7 +222,7 @@ def format_table(
     title = (
         f"{first.task} · {first.method.replace('_', ' ')} · macro {metric.upper()} "
         f"[{round(100 * first.results[0].metrics.auroc.confidence)} % CI, subject bootstrap, "
-        f"n={first.n_boot}] · {first.protocol} · "
+        f"n={first.n_boot}] · {first.protocol} · seed {first.seed} · "
         f"test {first.n_test_subjects} subjects / {first.n_test_examples} examples · "
         f"{len(first.evaluated_classes)}/{len(first.classes)} classes evaluated"
     )
