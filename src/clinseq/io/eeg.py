@@ -15,6 +15,12 @@ file too (annotations, and a cross-check of duration and rate). With ``resample_
 values are resampled with mne (``Raw.resample``, FFT method) and stored as float32 (gain 1, baseline 0).
 Other formats are read through ``mne.io.read_raw`` and stored as float32.
 
+**Annotations** (EDF+ time-stamped annotation lists, and mne's for other formats) are kept in the
+``annotations`` column and become the recording's events: code ``EDF//<description>`` (e.g.
+``EDF//Sleep stage W``, ``EDF//T1``), onset and duration in s from the first sample; the store puts
+them on the patient's timeline when the file has a start time (a file with several rates: on its
+first recording).
+
 **Units.** Every voltage channel (V, mV, µV, nV in the header) is returned in µV (``units = "uV"``:
 the gain absorbs the scale, so an ECG recorded in mV reads back in µV too); other channels keep their
 own unit. **Channel names** are normalised to 10-20/10-10 spelling (``EEG FP1-REF``, ``EEG FP1-LE``,
@@ -121,6 +127,20 @@ def _read_sha256sums(root: Path) -> dict[str, str]:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _annotation_events(annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """EDF+/mne annotations as the recording's events: code ``EDF//<description>`` (e.g.
+    ``EDF//Sleep stage W``, ``EDF//T0``), onset and duration in s from the first sample."""
+    return [
+        {
+            "onset_s": a["onset_s"],
+            "duration_s": a["duration_s"],
+            "code": f"EDF//{a['description']}",
+            "text_value": None,
+        }
+        for a in annotations
+    ]
 
 
 @dataclass
@@ -290,6 +310,8 @@ class EEGSource:
                     source=item.key,
                     attributes=attributes,
                     adc_invalid=group.adc_invalid,
+                    # the file's annotations, once per session (on its first recording)
+                    events=_annotation_events(extra["annotations"]) if g == 0 else [],
                 )
             )
         return out[0] if len(out) == 1 else out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,14 @@ from clinseq.io.base import SourceItem
 from clinseq.io.wfdb_record import is_multisegment, segment_names, wfdb_recordings
 from clinseq.timeline.records import Recording
 from clinseq.utils import SourceError
+
+#: Types of the ``recordings`` columns every WFDB record gives (see :func:`wfdb_recordings`).
+WFDB_ATTRIBUTES: dict[str, pl.DataType] = {
+    "annotators": pl.List(pl.String()),
+    "unread_annotation_files": pl.List(pl.String()),
+    "session_id": pl.Int64(),
+    "rate_group": pl.Int64(),
+}
 
 
 def _default_patients(recordings: pl.DataFrame) -> pl.DataFrame:
@@ -65,9 +73,12 @@ class WFDBSource:
         patient_id_fn: ``record name → patient id``; default: each record is its own patient, numbered
             by sorted position (document your own rule when records share patients).
         modality: ``"ecg"`` by default (what the records hold; used by samplers and recipes).
+        annotators: annotation file extensions to read as events (``["atr"]``); None (default) reads
+            every annotation file beside each record, ``[]`` none (see :mod:`clinseq.io.wfdb_annotations`).
     """
 
     dataset = "wfdb"
+    attribute_schema = {**WFDB_ATTRIBUTES, "record_name": pl.String()}
 
     def __init__(
         self,
@@ -75,12 +86,14 @@ class WFDBSource:
         *,
         patient_id_fn: Callable[[str], int] | None = None,
         modality: str = "ecg",
+        annotators: Sequence[str] | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(self.root, "not a folder")
         self.patient_id_fn = patient_id_fn
         self.modality = modality
+        self.annotators = None if annotators is None else list(annotators)
 
     def index(self) -> list[SourceItem]:
         names = list_wfdb_records(self.root)
@@ -106,13 +119,14 @@ class WFDBSource:
             source=item.key,
             modality=self.modality,
             attributes={"record_name": Path(item.key).name},
+            annotators=self.annotators,
         )
 
     def patients(self, recordings: pl.DataFrame) -> pl.DataFrame:
         return _default_patients(recordings)
 
     def manifest_extra(self) -> dict[str, Any]:
-        return {"options": {"modality": self.modality}}
+        return {"options": {"modality": self.modality, "annotators": self.annotators or "all found"}}
 
 
 # files/p1000/p10000032/s40689238/40689238
@@ -128,6 +142,7 @@ class MIMICIVECGSource:
     """
 
     dataset = "mimic-iv-ecg"
+    attribute_schema = {**WFDB_ATTRIBUTES, "study_id": pl.Int64(), "report": pl.String()}
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)

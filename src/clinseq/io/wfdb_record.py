@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
+from clinseq.io.wfdb_annotations import read_annotations
 from clinseq.timeline.records import Recording, rate_group_id
 from clinseq.utils import SourceError
 
@@ -324,6 +326,7 @@ def wfdb_recordings(
     modality: str = "ecg",
     start_time: datetime | None = None,
     attributes: dict | None = None,
+    annotators: Sequence[str] | None = None,
 ) -> list[Recording]:
     """Read a WFDB record (single- or multi-segment) into one :class:`Recording` per sampling rate.
 
@@ -332,6 +335,11 @@ def wfdb_recordings(
     (rate ``fs × samples per frame``), the first (the group of the header's first signal) with id
     ``recording_id`` and group ``g`` with :func:`~clinseq.timeline.records.rate_group_id`; every one carries
     ``session_id = recording_id`` and ``rate_group = g`` in its attributes.
+
+    Annotation files (``annotators``: extensions; None finds them, see
+    :mod:`clinseq.io.wfdb_annotations`) become the events of the first recording; every recording
+    lists the annotators read (``annotators``) and the files that could not be read
+    (``unread_annotation_files``).
     """
     hea = record_path.with_suffix(".hea")
     if is_multisegment(hea):
@@ -343,6 +351,9 @@ def wfdb_recordings(
     gain_all = [float(g) for g in record.adc_gain]
     if any(g == 0 for g in gain_all):
         raise SourceError(hea, "a signal has ADC gain 0 (uncalibrated)")
+    signal_files = list(getattr(record, "file_name", None) or [])
+    events, read, unread = read_annotations(record_path, float(record.fs), signal_files, annotators)
+    attributes = {**(attributes or {}), "annotators": read, "unread_annotation_files": unread}
     names_all = channel_names(list(record.sig_name))
     units_all = [normalize_unit(u) for u in record.units]
     out = []
@@ -371,8 +382,9 @@ def wfdb_recordings(
                 gain=gains,
                 baseline=baselines,
                 source=source,
-                attributes={**(attributes or {}), "session_id": int(recording_id), "rate_group": g},
+                attributes={**attributes, "session_id": int(recording_id), "rate_group": g},
                 adc_invalid=invalid,
+                events=events if g == 0 else [],
             )
         )
     return out

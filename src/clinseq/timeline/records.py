@@ -112,6 +112,12 @@ class Recording:
     baseline: list[float]
     source: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    #: Annotations of the recording (WFDB annotation files, EDF+ annotations), in time from its first
+    #: sample: dicts with ``onset_s``, ``duration_s`` (0 for an instant), ``code`` (e.g.
+    #: ``WFDB//atr//N``, ``EDF//Sleep stage W``) and ``text_value`` (a WFDB aux note; None). The writer
+    #: puts them into ``recording_events.parquet`` and, for a recording with a start time, onto the
+    #: patient's timeline (see :mod:`clinseq.timeline.writer`).
+    events: list[dict[str, Any]] = field(default_factory=list)
     #: Per channel, the ADC value that marks a missing sample (WFDB's "invalid" sentinel) when it
     #: occurs in the data, else None; ``read_window(units="physical")`` returns NaN there.
     adc_invalid: list[int | None] | None = None

@@ -22,7 +22,12 @@ import pyarrow as pa
 
 from clinseq.timeline.events import EVENTS_INDEX
 from clinseq.timeline.events_read import EventIndex
-from clinseq.timeline.writer import FORMAT_VERSION, SIGNALS_DIR
+from clinseq.timeline.writer import (
+    FORMAT_VERSION,
+    RECORDING_EVENT_COLUMNS,
+    RECORDING_EVENTS,
+    SIGNALS_DIR,
+)
 from clinseq.utils import StoreError
 
 Units = Literal["physical", "adc"]
@@ -218,6 +223,34 @@ class TimelineStore:
         """The whole recording, shape ``(channels, n_samples)`` (see :meth:`read_window`)."""
         n_samples = int(self._n_samples[self._index(recording_id)])
         return self.read_window(recording_id, 0, n_samples, units=units)
+
+    # -- annotations --------------------------------------------------------------------------------
+    @cached_property
+    def _recording_events(self) -> pl.DataFrame:
+        path = self.path / RECORDING_EVENTS
+        if not path.exists():
+            return pl.DataFrame(schema=RECORDING_EVENT_COLUMNS)
+        return pl.read_parquet(path)
+
+    def recording_events(self, recording_id: int, start: int = 0, length: int | None = None) -> pl.DataFrame:
+        """The annotations (WFDB annotation files, EDF+ annotations) whose onset falls in the window
+        ``[start, start + length)`` (samples at this recording's rate; the whole recording when
+        ``length`` is None), with ``onset_s`` from the recording's first sample and ``sample`` (the
+        onset in this recording's samples). A recording of a file with several rates sees the
+        annotations of its session (``session_id``)."""
+        i = self._index(recording_id)
+        rate = float(self.recordings["sampling_rate_hz"][i])
+        owner = int(recording_id)
+        if "session_id" in self.recordings.columns and self.recordings["session_id"][i] is not None:
+            owner = int(self.recordings["session_id"][i])
+        end = int(self._n_samples[i]) if length is None else start + length
+        events = self._recording_events.filter(pl.col("recording_id") == owner)
+        sample = (pl.col("onset_s") * rate).round().cast(pl.Int64)
+        return (
+            events.with_columns(sample.alias("sample"))
+            .filter((pl.col("sample") >= start) & (pl.col("sample") < end))
+            .with_columns(pl.lit(int(recording_id), dtype=pl.Int64).alias("recording_id"))
+        )
 
     # -- patients and events ------------------------------------------------------------------------
     @cached_property

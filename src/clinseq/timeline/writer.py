@@ -10,6 +10,16 @@ are written: ``part-NNNNN.recordings.parquet`` (the metadata rows) and, last, ``
 keeps every committed part whose row count checks out, deletes the rest, and reports the keys already
 done so the conversion continues where it stopped. Part boundaries depend only on the sequence of
 recordings, so a resumed conversion produces the same parts as an uninterrupted one.
+
+**Annotations** (``Recording.events``) are committed with their part (``part-NNNNN.events.parquet``)
+and written by :meth:`StoreWriter.finish` twice: ``recording_events.parquet`` holds every one, keyed
+by ``recording_id`` with ``onset_s`` from the recording's first sample (what a window asks for its
+labels: :meth:`~clinseq.timeline.store.TimelineStore.recording_events`); and the annotations of
+recordings with a start time go onto the patient's timeline as store events (``events.arrow`` + index:
+``subject_id`` = patient, ``time`` = start + onset, ``code``, ``numeric_value`` = duration in s when
+> 0, ``text_value``). Annotations of a recording without a start time cannot be placed on the
+timeline: they stay in ``recording_events.parquet`` and the manifest counts them
+(``annotations.not_on_timeline_no_start_time``).
 """
 
 from __future__ import annotations
@@ -128,6 +138,7 @@ class StoreWriter:
         # Committed state (from parts that checked out) and the open part.
         self._committed_keys: list[str] = []
         self._committed_meta: list[pl.DataFrame] = []
+        self._committed_events: list[pl.DataFrame] = []
         self._skipped: list[dict[str, str]] = []
         self._n_parts = 0
         self._recover()
@@ -155,6 +166,9 @@ class StoreWriter:
                 break
             if info["n_rows"]:
                 self._committed_meta.append(pl.read_parquet(meta_path))
+            events_path = stem.with_suffix(".events.parquet")
+            if events_path.exists():
+                self._committed_events.append(pl.read_parquet(events_path))
             self._committed_keys.extend(info["keys"])
             self._skipped.extend(info["skipped"])
             part += 1
@@ -203,6 +217,7 @@ class StoreWriter:
         for one in recordings:
             row = self._open_part.append(one)
             self._open_part.meta.append(_meta_row(one, part=self._n_parts, row=row))
+            self._open_part.events.extend(_event_rows(one))
         self._pending_keys.append(key)
         if self._open_part.n_bytes >= self.part_max_bytes:
             self._commit_part()
@@ -220,6 +235,10 @@ class StoreWriter:
             meta = _meta_frame(self._open_part.meta, self.attribute_schema)
             meta.write_parquet(stem.with_suffix(".recordings.parquet"))
             self._committed_meta.append(meta)
+            if self._open_part.events:
+                events = pl.DataFrame(self._open_part.events, schema=RECORDING_EVENT_COLUMNS)
+                events.write_parquet(stem.with_suffix(".events.parquet"))
+                self._committed_events.append(events)
             self._open_part = None
         # The commit file is written last: its presence means the part is complete.
         _write_json_atomic(
@@ -244,6 +263,38 @@ class StoreWriter:
     def skipped(self) -> list[dict[str, str]]:
         return self._skipped + self._pending_skipped
 
+    def _write_annotations(self, recordings: pl.DataFrame) -> dict[str, Any] | None:
+        """``recording_events.parquet`` and the timeline events of dated recordings (module
+        docstring); returns the manifest's ``annotations`` entry (None when there are none)."""
+        if not self._committed_events:
+            return None
+        from clinseq.timeline.events_write import write_event_index
+
+        events = pl.concat(self._committed_events).sort("recording_id", "onset_s", "code")
+        events.write_parquet(self.tmp_path / RECORDING_EVENTS)
+        starts = recordings.select("recording_id", "patient_id", "start_time")
+        timed = events.join(starts, on="recording_id", how="left")
+        dated = timed.filter(pl.col("start_time").is_not_null())
+        if dated.height:
+            timeline = dated.select(
+                pl.col("patient_id").alias("subject_id"),
+                (
+                    pl.col("start_time")
+                    + pl.duration(microseconds=(pl.col("onset_s") * 1e6).round().cast(pl.Int64))
+                ).alias("time"),
+                "code",
+                pl.when(pl.col("duration_s") > 0).then(pl.col("duration_s")).alias("numeric_value"),
+                "text_value",
+            )
+            write_event_index(timeline, self.tmp_path)
+        counts = events.group_by("code").len().sort("code")
+        return {
+            "written": events.height,
+            "on_timeline": dated.height,
+            "not_on_timeline_no_start_time": events.height - dated.height,
+            "by_code": {row["code"]: row["len"] for row in counts.iter_rows(named=True)},
+        }
+
     def finish(
         self, patients: pl.DataFrame | None = None, manifest_extra: dict[str, Any] | None = None
     ) -> Path:
@@ -261,7 +312,16 @@ class StoreWriter:
         recordings.write_parquet(self.tmp_path / "recordings.parquet")
         patients.write_parquet(self.tmp_path / "patients.parquet")
         signals = self.tmp_path / SIGNALS_DIR
-        for sidecar in list(signals.glob("*.commit.json")) + list(signals.glob("*.recordings.parquet")):
+        annotations = self._write_annotations(recordings)
+        if "unread_annotation_files" in recordings.columns:
+            unread = recordings["unread_annotation_files"].explode().drop_nulls().to_list()
+            if unread:  # annotation files a source found but could not read: listed, never dropped silently
+                annotations = {**(annotations or {}), "unread_files": unread}
+        for sidecar in (
+            list(signals.glob("*.commit.json"))
+            + list(signals.glob("*.recordings.parquet"))
+            + list(signals.glob("*.events.parquet"))
+        ):
             sidecar.unlink()
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -278,6 +338,8 @@ class StoreWriter:
             "units": "physical = (adc - baseline) / gain, in units[c] (ECG mV, EEG uV)",
             "skipped": self._skipped,
         }
+        if annotations is not None:
+            manifest["annotations"] = annotations
         if self.resumed_from:
             manifest["resumed_from"] = self.resumed_from
         manifest.update(manifest_extra or {})
@@ -297,6 +359,7 @@ class _OpenPart:
         self.sink = pa.OSFile(str(stem.with_suffix(".arrow")), "wb")
         self.writer = pa.ipc.new_file(self.sink, self.schema)
         self.meta: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
         self.n_rows = 0
         self.n_bytes = 0
         self._buffer_ids: list[int] = []
@@ -345,6 +408,30 @@ class _OpenPart:
         self.writer.close()
         self.sink.close()
         return self.n_rows
+
+
+#: ``recording_events.parquet``: every annotation of every recording, in time from its first sample.
+RECORDING_EVENTS = "recording_events.parquet"
+RECORDING_EVENT_COLUMNS: dict[str, pl.DataType] = {
+    "recording_id": pl.Int64(),
+    "onset_s": pl.Float64(),
+    "duration_s": pl.Float64(),
+    "code": pl.String(),
+    "text_value": pl.String(),
+}
+
+
+def _event_rows(recording: Recording) -> list[dict[str, Any]]:
+    return [
+        {
+            "recording_id": int(recording.recording_id),
+            "onset_s": float(e["onset_s"]),
+            "duration_s": float(e.get("duration_s") or 0.0),
+            "code": str(e["code"]),
+            "text_value": e.get("text_value"),
+        }
+        for e in recording.events
+    ]
 
 
 def _one_dtype(recordings: list[Recording]) -> list[Recording]:
