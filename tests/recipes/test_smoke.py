@@ -35,8 +35,10 @@ SMOKES = [
     ("ptbxl/comet.yaml", "ptbxl"),
     ("ptbxl/pmq.yaml", "ptbxl"),
     ("ptbxl/cpc.yaml", "ptbxl"),
+    ("ptbxl/sgconv.yaml", "ptbxl"),
     ("eeg/cpc.yaml", "eeg"),
     ("eeg/patient_contrast.yaml", "eeg"),
+    ("eeg/sgconv.yaml", "eeg"),
     ("mimic_iv/patient_contrast.yaml", "mimic"),
 ]
 
