@@ -38,6 +38,17 @@ def test_kernel_is_the_decaying_concatenation_and_starts_at_unit_norm() -> None:
         torch.testing.assert_close(k[lo:hi], torch.full((hi - lo,), 0.5**i))
 
 
+@pytest.mark.parametrize("interpolation", ["linear", "nearest"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_initial_kernel_has_unit_norm_per_channel(interpolation: str, bidirectional: bool) -> None:
+    # kernel_norm comes from a closed form (the full kernel is never built at init); the built kernel agrees.
+    torch.manual_seed(6)
+    layer = SGConv(5, kernel_dim=6, max_length=3000, interpolation=interpolation, bidirectional=bidirectional)
+    with torch.no_grad():
+        norms = layer.kernel(layer.max_taps).norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), rtol=1e-5, atol=1e-5)
+
+
 def test_linear_interpolation_stretches_each_sub_kernel() -> None:
     torch.manual_seed(1)
     layer = SGConv(3, kernel_dim=4, max_length=16)

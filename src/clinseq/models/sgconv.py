@@ -46,8 +46,22 @@ def sgconv_scales(length: int, kernel_dim: int) -> int:
     return 1 + max(0, math.ceil(math.log2(length / kernel_dim)))
 
 
-def _scale_taps(i: int, kernel_dim: int) -> int:
-    return kernel_dim * 2 ** max(i - 1, 0)
+def _stretched_sq_norm(w: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
+    """‖F.interpolate(w, scale_factor=factor, mode)‖² over the last axis, without building it (keepdim).
+
+    nearest: each tap repeated ``factor`` times. linear (align_corners=False): output j reads the source
+    at x = (j + ½)/f − ½, clamped to [0, d − 1]; the first and last f/2 outputs are w_0 and w_{d−1}, and
+    between taps m and m + 1 the f outputs have weights λ_r = (r + ½)/f, r = 0 … f − 1, so
+        ‖·‖² = (f/2)(w_0² + w_{d−1}²) + Σ_m [a w_m² + 2b w_m w_{m+1} + a w_{m+1}²],
+    a = Σ_r λ_r², b = Σ_r λ_r (1 − λ_r) (Σ (1 − λ_r)² = Σ λ_r² by symmetry).
+    """
+    if factor == 1 or mode == "nearest":
+        return factor * w.pow(2).sum(-1, keepdim=True)
+    lam = (torch.arange(factor, dtype=torch.float64) + 0.5) / factor
+    a, b = float(lam.pow(2).sum()), float((lam * (1 - lam)).sum())
+    ends = factor / 2 * (w[..., :1].pow(2) + w[..., -1:].pow(2))
+    pairs = a * (w[..., :-1].pow(2) + w[..., 1:].pow(2)) + 2 * b * w[..., :-1] * w[..., 1:]
+    return ends + pairs.sum(-1, keepdim=True)
 
 
 class SGConv(nn.Module):
@@ -96,8 +110,11 @@ class SGConv(nn.Module):
         )
         self.d = nn.Parameter(torch.randn(channels))
         with torch.no_grad():
-            # ‖k₀‖² = Σ_i ‖α^i · Up_i(w_i)‖², one scale at a time (never the whole kernel at once).
-            sq = sum(self._scale(i).pow(2).sum(-1, keepdim=True) for i in range(self.n_scales))
+            # ‖k₀‖² = Σ_i α^{2i} ‖Up_i(w_i)‖², in closed form: the 2^20-tap kernel is never built here.
+            sq = sum(
+                self.decay ** (2 * i) * _stretched_sq_norm(w, 2 ** max(i - 1, 0), interpolation)
+                for i, w in enumerate(self.weights)
+            )
         self.register_buffer("kernel_norm", torch.as_tensor(sq).sqrt())
 
     def _scale(self, i: int) -> torch.Tensor:
