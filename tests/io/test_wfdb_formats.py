@@ -113,6 +113,12 @@ def test_multisegment_records_equal_rdrecord(segmented_root, tmp_path):
     fixed, variable = rec.row(0, named=True), rec.row(1, named=True)
     assert fixed["sample_dtype"] == "int16"  # stored integers: lossless
     assert variable["sample_dtype"] == "float32"  # V5 recalibrated between segments: physical values
+    # read in worker processes, the file-backed samples travel by path: the same store
+    parallel = TimelineStore.open(convert(source, tmp_path / "p", workers=2, progress=False))
+    for rid in rec["recording_id"].to_list():
+        np.testing.assert_array_equal(
+            parallel.read_recording(rid, units="adc"), store.read_recording(rid, units="adc")
+        )
     signal = store.read_recording(variable["recording_id"])
     assert np.isnan(signal[0, 1500:]).all() and not np.isnan(signal[0, :1500]).any()  # MLII missing
     assert np.isnan(signal[1, 1500:1800]).all()  # the gap

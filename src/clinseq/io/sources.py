@@ -180,6 +180,12 @@ SOURCES: dict[str, SourceSpec] = {
         "any folder of WFDB records (RECORDS file or *.hea)",
         "clinseq.io.wfdb_folder:WFDBSource",
         Option("--modality", "the recordings' modality, e.g. ecg", default="ecg"),
+        Option(
+            "--annotators",
+            "annotation file extensions read as events (default: every annotation file found)",
+            nargs="+",
+            metavar="EXT",
+        ),
     ),
     "mimic-iv-ecg": _recordings(
         "MIMIC-IV-ECG (record_list.csv + files/p…/p…/s…)", "clinseq.io.wfdb_folder:MIMICIVECGSource"
