@@ -15,6 +15,7 @@ import wfdb
 
 from clinseq.io import EEGSource, WFDBSource, convert
 from clinseq.timeline import TimelineStore
+from clinseq.utils import SourceError
 
 
 def _rdann_events(path: Path, ext: str) -> tuple[np.ndarray, list[str], list[str | None]]:
@@ -105,3 +106,41 @@ def test_eegmat_has_no_annotations_and_no_event_tables(eegmat_root, tmp_path):
     store = TimelineStore.open(convert(EEGSource(src), tmp_path / "s", progress=False))
     want = mne.read_annotations(src / "Subject02_2.edf")
     assert store.recording_events(22).height == len(want)
+
+
+class _FailingWFDB(WFDBSource):
+    """A WFDB folder that fails on one record, like a run that dies there."""
+
+    def __init__(self, root, fail_key):
+        super().__init__(root)
+        self.fail_key = fail_key
+
+    def load(self, item):
+        if item.key == self.fail_key:
+            raise SourceError(item.path, "simulated failure")
+        return super().load(item)
+
+
+def test_resumed_conversion_keeps_every_annotation_once(wfdb_samples_root, wfdb_formats_root, tmp_path):
+    """Records with annotations, several rates and segments, one part each: a conversion that stops after
+    the annotated record and resumes gives the same recordings, annotations and manifest."""
+    src = tmp_path / "db"
+    shutil.copytree(wfdb_formats_root, src)
+    for ext in ("hea", "dat", "atr"):
+        shutil.copy(wfdb_samples_root / f"100.{ext}", src / f"100.{ext}")
+    reference = TimelineStore.open(
+        convert(WFDBSource(src), tmp_path / "ref", part_max_bytes=1, progress=False)
+    )
+    keys = [item.key for item in WFDBSource(src).index()]
+    assert keys.index("100") < keys.index("flacformats")
+    out = tmp_path / "store"
+    with pytest.raises(SourceError, match="simulated failure"):
+        convert(_FailingWFDB(src, "flacformats"), out, part_max_bytes=1, progress=False)
+    resumed = TimelineStore.open(convert(WFDBSource(src), out, part_max_bytes=1, progress=False))
+    assert resumed.manifest["resumed_from"]
+    assert resumed.recordings.drop("part", "row").equals(reference.recordings.drop("part", "row"))
+    assert pl.read_parquet(out / "recording_events.parquet").equals(
+        pl.read_parquet(tmp_path / "ref" / "recording_events.parquet")
+    )
+    assert resumed.manifest["annotations"] == reference.manifest["annotations"]
+    assert resumed.manifest["annotations"]["written"] == 2274
