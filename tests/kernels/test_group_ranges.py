@@ -199,7 +199,9 @@ def test_restricted_scan_matches_dense_formula(case: GroupCase, backend: str) ->
 @needs_triton
 def test_restricted_scan_with_streamed_d(monkeypatch: pytest.MonkeyPatch) -> None:
     """D above the contraction chunk (S summed over D chunks, a D-block grid axis in backward)."""
-    monkeypatch.setattr(gin, "tile_config", lambda kind, device, dim: TileConfig(32, 16, 16, 32, 4, 1))
+    monkeypatch.setattr(
+        gin, "tile_config", lambda kind, device, dim, dtype=None: TileConfig(32, 16, 16, 32, 4, 1)
+    )
     case = GroupCase(
         "streamed", ((0, 20, 9), (1, 50, 70), (2, 9, 20)), d=72, symmetric=True, exclude_self=True
     )
@@ -384,7 +386,7 @@ def test_comet_instance_levels_take_the_restricted_path(monkeypatch: pytest.Monk
 def test_default_chunks_follow_the_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sorted groups on both sides, no chunk_rows: one chunk per group, tiny groups merged, big ones split
     within the budget — and the same loss and gradients as the dense formula."""
-    monkeypatch.setattr(ref, "CHUNK_ELEMENTS", 400)
+    monkeypatch.setattr(ref, "CHUNK_BYTES", 400 * 14)  # 400 float32 logits (3·4 + 2 bytes each)
     monkeypatch.setattr(ref, "SMALL_CHUNK_ELEMENTS", 30)
     case = GroupCase(
         "chunks",

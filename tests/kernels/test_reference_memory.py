@@ -67,3 +67,24 @@ def test_chunked_peak_memory_is_a_small_fraction_of_naive() -> None:
     # The naive step holds several N×N float32 tensors (64 MiB each): at least 3 of them at its peak.
     assert naive >= 3 * 64 * 1024, naive
     assert chunked <= 0.10 * naive, (chunked, naive)
+
+
+def test_chunks_follow_a_byte_budget() -> None:
+    """Default chunks hold CHUNK_BYTES of logits and their temporaries (3 values + 2 mask bytes each) in
+    the compute dtype, whatever M: float64 chunks have fewer rows than float32 ones at the same M."""
+    import torch
+
+    from clinseq.kernels import reference as ref
+
+    rows = {}
+    for dtype, per_logit in ((torch.float32, 14), (torch.float64, 26)):
+        elements = ref.chunk_elements(dtype)
+        assert elements * per_logit <= ref.CHUNK_BYTES < (elements + 1) * per_logit
+        for n_cols in (1000, 1 << 20):
+            chunks = ref._chunks(None, None, 4096, n_cols, None, elements)
+            rows[dtype, n_cols] = chunks[0][1] - chunks[0][0]
+            assert rows[dtype, n_cols] * n_cols * per_logit <= ref.CHUNK_BYTES
+            assert (rows[dtype, n_cols] + 1) * n_cols * per_logit > ref.CHUNK_BYTES or rows[
+                dtype, n_cols
+            ] == 4096
+    assert rows[torch.float64, 1 << 20] < rows[torch.float32, 1 << 20]

@@ -38,10 +38,21 @@ from clinseq.kernels._validation import (
 )
 from clinseq.utils import ConfigError
 
-__all__ = ["chunked_grouped_info_nce", "naive_grouped_info_nce", "CHUNK_ELEMENTS"]
+__all__ = ["chunked_grouped_info_nce", "naive_grouped_info_nce", "CHUNK_BYTES", "chunk_elements"]
 
-#: Default chunk budget of the chunked reference: chunk_rows·M ≤ 2²² logits (16 MiB in float32).
-CHUNK_ELEMENTS = 1 << 22
+#: Memory budget of one chunk of the chunked reference, in bytes: a chunk's logits with the temporaries
+#: each needs at once (:func:`chunk_elements`) stay under it whatever M and the dtype are. The number of
+#: chunks is then about N·M / chunk_elements (at N = M = 2²⁰ in fp32, ~229 k chunks of ≥ 4 rows × M
+#: columns each: every chunk is a GEMM of ≥ 4·M·D multiply-adds, far more than its loop overhead).
+CHUNK_BYTES = 64 << 20
+
+
+def chunk_elements(dtype: torch.dtype) -> int:
+    """Logits per chunk in compute dtype ``dtype``: :data:`CHUNK_BYTES` over the bytes one logit holds
+    at a pass's peak (the logit, its exp/where temporary and its gradient in ``dtype``, and the valid
+    and positive masks: 3·itemsize + 2)."""
+    itemsize = torch.finfo(dtype).bits // 8
+    return max(1, CHUNK_BYTES // (3 * itemsize + 2))
 
 
 def _masks(
@@ -80,10 +91,12 @@ def _chunks(
     n_rows: int,
     n_cols: int,
     chunk_rows: int | None,
+    elements: int | None = None,
 ) -> list[Chunk]:
     """The chunks of a pass: ``(i0, i1, lo, hi)``, rows [i0, i1) multiplied by key columns [lo, hi).
 
-    Without groups, every chunk has ``chunk_rows`` rows (default ``CHUNK_ELEMENTS // M``) and all M
+    ``elements`` is the logit budget of a chunk (default: :func:`chunk_elements` of float32). Without
+    groups, every chunk has ``chunk_rows`` rows (default ``elements // M``) and all M
     columns. With groups on the CPU, a chunk multiplies only the columns that can share a group with its
     rows — [lo, hi) from :func:`clinseq.kernels._group_ranges.tile_column_ranges`, all columns when
     ``k_groups`` is unsorted — and, when both sides are sorted and ``chunk_rows`` is not given, chunks
@@ -91,12 +104,13 @@ def _chunks(
     read on the host: free on the CPU, but a device sync on CUDA, where the torch path (float64, D >
     1024) therefore keeps the full scan. The result is the same either way.
     """
-    fixed = chunk_rows if chunk_rows is not None else max(1, CHUNK_ELEMENTS // max(n_cols, 1))
+    elements = elements if elements is not None else chunk_elements(torch.float32)
+    fixed = chunk_rows if chunk_rows is not None else max(1, elements // max(n_cols, 1))
     starts = range(0, n_rows, fixed)
     if q_groups is None or k_groups is None or q_groups.device.type != "cpu" or n_rows == 0:
         return [(i0, min(i0 + fixed, n_rows), 0, n_cols) for i0 in starts]
     if chunk_rows is None and _is_sorted(q_groups) and _is_sorted(k_groups):
-        return _group_chunks(q_groups, k_groups)
+        return _group_chunks(q_groups, k_groups, elements)
     lo, hi = tile_column_ranges(q_groups, k_groups, fixed)
     return [
         (i0, min(i0 + fixed, n_rows), a, b) for i0, a, b in zip(starts, lo.tolist(), hi.tolist(), strict=True)
@@ -112,11 +126,11 @@ def _is_sorted(x: torch.Tensor) -> bool:
 SMALL_CHUNK_ELEMENTS = 1 << 16
 
 
-def _group_chunks(q_groups: torch.Tensor, k_groups: torch.Tensor) -> list[Chunk]:
+def _group_chunks(q_groups: torch.Tensor, k_groups: torch.Tensor, elements: int) -> list[Chunk]:
     """Chunks along the groups of sorted rows against sorted columns (CPU tensors).
 
     A group of r rows whose columns are [lo, hi) is one chunk, split into pieces of
-    ``CHUNK_ELEMENTS // (hi − lo)`` rows when r·(hi − lo) exceeds the chunk budget; consecutive groups
+    ``elements // (hi − lo)`` rows when r·(hi − lo) exceeds the chunk budget; consecutive groups
     are merged while the merged chunk stays under ``SMALL_CHUNK_ELEMENTS`` logits. A fixed row count
     would cut most groups in two and multiply those chunks by the columns of both groups.
     """
@@ -136,7 +150,7 @@ def _group_chunks(q_groups: torch.Tensor, k_groups: torch.Tensor) -> list[Chunk]
                 chunks[-1] = (c0, i1, c_lo, b)
                 i0 = i1
                 continue
-        step = max(1, CHUNK_ELEMENTS // max(b - a, 1))
+        step = max(1, elements // max(b - a, 1))
         chunks.extend((r0, min(r0 + step, i1), a, b) for r0 in range(i0, i1, step))
         i0 = i1
     return chunks
@@ -167,7 +181,7 @@ class _ChunkedInfoNCE(torch.autograd.Function):
         psum = torch.empty(n_rows, dtype=cdt, device=q.device)
         pcnt = torch.empty(n_rows, dtype=torch.int64, device=q.device)
         inv_tau = tau.detach().reciprocal()
-        chunks = _chunks(q_groups, k_groups, n_rows, n_cols, chunk_rows)
+        chunks = _chunks(q_groups, k_groups, n_rows, n_cols, chunk_rows, chunk_elements(cdt))
         for i0, i1, lo, hi in chunks:
             s = (q[i0:i1].to(cdt) @ kf[lo:hi].T) * inv_tau
             valid, positive = _masks(i0, i1 - i0, lo, hi, q_ids, k_ids, q_groups, k_groups, exclude_self)
@@ -259,8 +273,9 @@ def chunked_grouped_info_nce(
 
     Arguments and result are those of :func:`clinseq.kernels.grouped_info_nce`; ``normalized`` is only
     a speed hint for the Triton kernel and changes nothing here. ``chunk_rows`` sets the rows per chunk
-    (default: ``CHUNK_ELEMENTS // M``, i.e. 16 MiB of float32 logits per chunk; with sorted groups on
-    both sides on the CPU, chunks that follow the groups, each within the same budget).
+    (default: as many as fit :data:`CHUNK_BYTES` = 64 MiB with their temporaries — ``chunk_elements //
+    M``, 4.8 M logits in float32, 2.6 M in float64; with sorted groups on both sides on the CPU, chunks
+    that follow the groups, each within the same budget).
     """
     c = check_inputs(
         q,
