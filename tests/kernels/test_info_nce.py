@@ -233,7 +233,9 @@ def test_matches_dense_formula(case: Case, backend: str) -> None:
 )
 def test_streamed_d_path(monkeypatch: pytest.MonkeyPatch, case: Case) -> None:
     """D larger than the contraction chunk: S accumulated over D chunks, a D-block grid axis in backward."""
-    monkeypatch.setattr(gin, "tile_config", lambda kind, device, dim: TileConfig(32, 16, 16, 32, 4, 1))
+    monkeypatch.setattr(
+        gin, "tile_config", lambda kind, device, dim, dtype=None: TileConfig(32, 16, 16, 32, 4, 1)
+    )
     want = _evaluate(naive_grouped_info_nce, case, torch.float64)
     got = _evaluate(grouped_info_nce, case, torch.float32, backend="triton")
     _assert_matches(got, want, atol=1e-5, rtol=1e-5, what=str(case))
@@ -516,3 +518,128 @@ def test_autocast_keeps_fp32_accumulation(backend: str) -> None:
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss, expected, rtol=0, atol=0)
     torch.testing.assert_close(q.grad, expected_grad, rtol=0, atol=0)
+
+
+# --- q and k sharing memory: self-contrast only when k IS q ---------------------------------------------
+
+#: How q and k are made from two leaves, z and w = z.detach().requires_grad_() (one storage, two autograd
+#: inputs): every combination of shared memory and requires_grad a caller can pass.
+SHARING = {
+    "same_tensor": lambda z, w: (z, z),
+    "k_detached": lambda z, w: (z, z.detach()),
+    "q_detached": lambda z, w: (z.detach(), z),
+    "both_detached": lambda z, w: (z.detach(), z.detach()),
+    "two_leaves_one_storage": lambda z, w: (z, w),
+    "two_views_of_one_leaf": lambda z, w: (z.view_as(z), z.view_as(z)),
+    "view_and_its_detached_view": lambda z, w: (z[:], z[:].detach()),
+}
+
+
+def _shared_storage_grads(fn, how: str, dtype: torch.dtype, **kwargs):
+    gen = torch.Generator().manual_seed(11)
+    z64 = F.normalize(torch.randn(40, 16, generator=gen, dtype=torch.float64), dim=1)
+    z = z64.to(dtype).requires_grad_()
+    w = z.detach().requires_grad_()
+    assert w.data_ptr() == z.data_ptr()
+    tau = torch.tensor(0.2, dtype=dtype, requires_grad=True)  # dτ flows even when q and k are constants
+    ids = torch.arange(40) // 2
+    q, k = SHARING[how](z, w)
+    loss = fn(q, k, ids, ids, tau, exclude_self=True, reduction="none", **kwargs)
+    weights = torch.rand(loss.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    (loss * (2 * weights - 0.5).to(loss.dtype)).sum().backward()
+    return loss.detach(), z.grad, w.grad, tau.grad
+
+
+@pytest.mark.parametrize("how", sorted(SHARING))
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_shared_storage_keeps_each_inputs_autograd(backend: str, how: str) -> None:
+    """z with z.detach() (either side), two leaves on one storage, two views: each input gets exactly its
+    own gradient, as in the dense formula (issue 20: a detached k used to be treated as q itself)."""
+    if backend == "triton" and not TRITON_RUNS:
+        pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1")
+    want = _shared_storage_grads(naive_grouped_info_nce, how, torch.float64)
+    got = _shared_storage_grads(grouped_info_nce, how, torch.float32, backend=backend)
+    for name, g, wnt in zip(("loss", "dz", "dw", "dtau"), got, want, strict=True):
+        if wnt is None:
+            assert g is None, f"{how}: {name} should be absent"
+            continue
+        assert g is not None, f"{how}: {name} missing"
+        torch.testing.assert_close(
+            g.double(), wnt, atol=1e-5, rtol=1e-5, msg=lambda m, n=name: f"{how} {n}: {m}"
+        )
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "how", ["same_tensor", "k_detached", "two_leaves_one_storage", "two_views_of_one_leaf"]
+)
+def test_one_pass_backward_only_for_one_autograd_input(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    passes = []
+    launch = gin._launch_backward
+    monkeypatch.setattr(
+        gin, "_launch_backward", lambda rows_are_q, *a: passes.append(rows_are_q) or launch(rows_are_q, *a)
+    )
+    _shared_storage_grads(grouped_info_nce, how, torch.float32, backend="triton")
+    # One row-parallel pass for q is k; otherwise dQ (also carries dτ) and, when k needs a gradient, dK.
+    expected = {
+        "same_tensor": [True],
+        "k_detached": [True],
+        "two_leaves_one_storage": [True, False],
+        "two_views_of_one_leaf": [True, False],
+    }[how]
+    assert passes == expected
+
+
+# --- normalized=True below the fixed-max temperature ---------------------------------------------------
+
+
+@needs_triton
+# The backward evaluates exp2(s − lse) on every entry of a tile before masking the invalid ones (the
+# diagonal, s = 1/τ = 200 here, overflows to inf and is then discarded): numpy warns, the result is exact.
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp2:RuntimeWarning")
+@pytest.mark.parametrize("tau", [0.005, 0.05])
+@pytest.mark.parametrize("learn_tau", [False, True])
+def test_normalized_small_tau_falls_back_to_running_max(tau: float, learn_tau: bool) -> None:
+    """Rows ±e_j (every candidate s ≤ 0): with the fixed max 1/τ at τ = 0.005 every exp2 of a row would
+    underflow (2^(−288)) and its loss be −inf/NaN. Below NORMALIZED_MIN_TAU the kernel keeps a running
+    max instead, decided on the device (τ may be a tensor); above it the fixed max is exact."""
+    assert 0.005 < gin.NORMALIZED_MIN_TAU < 0.05
+    gen = torch.Generator().manual_seed(2)
+    basis = torch.eye(16, dtype=torch.float64)
+    z64 = torch.stack([basis, -basis], dim=1).reshape(32, 16)  # rows 2j = e_j, 2j+1 = −e_j: a pair
+    z64 = F.normalize(z64 + 0.01 * torch.randn(32, 16, generator=gen, dtype=torch.float64), dim=1)
+    ids = torch.arange(32) // 2
+
+    def run(fn, dtype, **kw):
+        z = z64.detach().clone().to(dtype).requires_grad_()
+        t = torch.tensor(tau, dtype=dtype, requires_grad=True) if learn_tau else tau
+        loss = fn(z, z, ids, ids, t, normalized=True, reduction="sum", **kw)
+        loss.backward()
+        return loss.detach(), z.grad, t.grad if learn_tau else None
+
+    want = run(naive_grouped_info_nce, torch.float64)
+    got = run(grouped_info_nce, torch.float32, backend="triton")
+    assert torch.isfinite(got[0]), got[0]
+    for g, w in zip(got, want, strict=True):
+        if w is not None:
+            torch.testing.assert_close(g.double(), w, rtol=1e-4, atol=1e-3)
+
+
+# --- symmetric mode reads the caller's tensors, scaled inside the kernel ------------------------------
+
+
+@needs_triton
+def test_symmetric_launches_on_the_callers_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both directions of the symmetric loss launch on q and k themselves (τ scales S inside the
+    kernel): no scaled or transposed copy of the inputs is made."""
+    seen = []
+    launch = gin._launch_forward
+    monkeypatch.setattr(
+        gin, "_launch_forward", lambda q, k, *a: seen.append((q.data_ptr(), k.data_ptr())) or launch(q, k, *a)
+    )
+    q = torch.randn(50, 16, requires_grad=True)
+    k = torch.randn(40, 16, requires_grad=True)
+    grouped_info_nce(
+        q, k, torch.arange(50), torch.arange(40), 0.1, symmetric=True, backend="triton"
+    ).backward()
+    assert seen == [(q.data_ptr(), k.data_ptr()), (k.data_ptr(), q.data_ptr())]

@@ -19,7 +19,9 @@ Kernel algorithm (design §6; no N×M tensor is ever stored):
   base 2 (``exp2``, log2 e folded into the scale) plus the positive sum and count. It stores per row
   the loss, the LSE (+inf at skipped rows, which makes their softmax exactly 0 in backward) and |P(i)|:
   O(N) memory. With ``normalized=True`` the max is fixed at 1/τ (|s| ≤ 1/τ for unit rows), so a tile
-  needs no max reduction and no rescale.
+  needs no max reduction and no rescale — while τ ≥ 2·log2(e)/126 ≈ 0.0229 (:data:`NORMALIZED_MIN_TAU`),
+  where every exp2 stays in fp32's normal range; below it (a learnable τ can get there) the program
+  keeps the running max, decided on the device from τ.
 - Backward, two deterministic passes that recompute S per tile, with G = dL/d(q·k) =
   (softmax − [j ∈ P(i)]/|P(i)|)·dL_i/τ over valid entries: a row-parallel pass accumulates dQ = G·K in
   registers (and Σ G∘S for dL/dτ), a column-parallel pass accumulates dK = Gᵀ·Q for the key rows that
@@ -37,18 +39,52 @@ Kernel algorithm (design §6; no N×M tensor is ever stored):
   inside the range. For rows laid out group by group on both sides (COMET's observation level, B groups
   of 2T rows; its sample level, T groups of 2B rows) the cost drops from O((Σ_g n_g)²·D) to about
   O(Σ_g n_g·(n_g + block)·D) in every pass (forward, dQ, dK over the query range).
-- Self-contrast (q and k the same tensor with the same ids and groups, all keys with gradient: SimCLR,
-  PCLR, SupCon, poly-window): S is symmetric, so dz = (G + Gᵀ)·z comes from ONE row-parallel pass that
-  adds G_ji = a_j·(exp(s_ij − lse_j) − [pos]/|P(j)|) with the rows' own statistics on the columns:
-  3 GEMM units in all (forward, recompute, product) instead of 5.
+- Self-contrast (k *is* q — one autograd input — with the same ids and groups, all keys with gradient:
+  SimCLR, PCLR, SupCon, poly-window): S is symmetric, so dz = (G + Gᵀ)·z comes from ONE row-parallel
+  pass that adds G_ji = a_j·(exp(s_ij − lse_j) − [pos]/|P(j)|) with the rows' own statistics on the
+  columns: 3 GEMM units in all (forward, recompute, product) instead of 5. Tensors that merely share
+  memory (z and z.detach(), two leaves or two views of one storage) are two inputs with their own
+  gradients and take the two-pass backward.
 - fp16 safety: the per-row coefficients are scaled to a maximum of 2¹⁴ before G is cast to the input
   dtype for the tensor-core product, and the result is scaled back in fp32 (with reduction="mean",
   G ~ 1/(N·τ·M) ≈ 2·10⁻⁹ at N = M = 65,536 would otherwise underflow fp16).
-- D ≤ 256: the row block of the program's own operand stays in registers; 256 < D ≤ 1024: the
-  contraction loops over D chunks and the backward grid adds a D-block axis (recomputing S per block).
-- Tile sizes come from a small fixed table per GPU generation (:func:`tile_config`: sm90, sm80,
-  fallback), not from an autotune sweep at import. fp32 inputs use IEEE fp32 products unless
-  ``torch.backends.cuda.matmul.allow_tf32`` is set (torch's own switch).
+- Resident or streamed D: per the table, the row block of the program's own operand stays in registers
+  (2-byte dtypes, D ≤ 256), or the contraction loops over D chunks and the backward grid adds a D-block
+  axis (recomputing S per block): fp32 always, and D > 256.
+- Tile sizes come from a small fixed table keyed by (architecture, dtype, D) (:func:`tile_config`:
+  sm90, sm80, sm86 for sm_86/87/89, fallback for anything else and every ROCm GPU), not from an autotune
+  sweep at import; every row is compiled for its architecture without a GPU
+  (``tests/kernels/gpu_compile.py``, ``benchmarks/results/info_nce_compile_matrix.json``). fp32 inputs
+  use IEEE fp32 products (CUDA cores) unless ``torch.backends.cuda.matmul.allow_tf32`` is set (torch's
+  own switch); inside a CUDA ``torch.autocast`` block fp32 inputs are cast to the autocast dtype first,
+  so they run on tensor cores like the rest of the autocast step.
+- Launches: each runs under ``torch.cuda.device(q.device)`` (Triton launches on torch's current
+  device); the row counts are ``do_not_specialize`` (no recompile per N mod 16).
+
+Which paths can reach the H100 target — arithmetic only, nothing here was measured (no GPU was lent):
+N = M = 65,536, D = 256, bf16, forward + backward within 20 ms. One GEMM unit is 2·N·M·D =
+2.2·10¹² FLOP; the two-sided loss (dQ and dK) is 5 units = 1.1·10¹³ FLOP, i.e. 550 TFLOP/s sustained
+for 20 ms, 56 % of H100 SXM's 989 TFLOP/s dense bf16 peak. The softmax adds one exp2 per logit and pass
+— 3 × N·M = 1.3·10¹⁰ — which at H100's ~3.9·10¹² special-function ops/s (Shah et al. 2024, FlashAttention-3,
+arXiv 2407.08608) is 3.3 ms if it does not overlap the MMAs (Triton issues both from the same warps;
+no ping-pong scheduling here), leaving 16.7 ms: 660 TFLOP/s, 67 % of peak. The repeated key streams
+(N/block_m × 32 MB per pass) assume the 32 MB bf16 K stays in H100's 50 MB L2; from HBM (3.35 TB/s)
+they alone would take ~5 ms per pass at block_m = 128. Per path:
+
+- bf16/fp16 on the sm90 rows, two-sided (5 units): forward, dQ and dK all lower to wgmma (the compile
+  matrix counts them; the dK pass owns 64 key rows so that it does too). Needs 56–67 % of peak
+  sustained: reachable only if Triton's software pipeline keeps the tensor cores that busy beside the
+  softmax — plausible, not shown.
+- The same with a pass on mma.sync (the former 32-row dK): mma.sync reaches about 2/3 of Hopper's peak
+  (Shah et al. 2024), so 3 units at 989 and 2 at ~660 TFLOP/s take 13.3 ms at the ceilings; with the
+  exp2 time that needs ≥ 80 % of both ceilings: not a realistic path.
+- Self-contrast (SimCLR/PCLR, 3 units = 6.6·10¹² FLOP, one exp2 in forward and two in the one backward
+  pass): 330–395 TFLOP/s, 33–40 % of peak — the path most likely to meet 20 ms.
+- Symmetric CLIP form (6 units, 6 exp2 per logit: 6.6 ms of them): 660–985 TFLOP/s, 67–100 % of
+  peak: not realistic.
+- fp32 at IEEE precision (CUDA cores, ~67 TFLOP/s peak): ≥ 164 ms, cannot. fp32 with TF32 (495 TFLOP/s
+  dense peak): the two-sided loss cannot even at peak; self-contrast needs 67–80 % of it. fp32 inputs
+  under CUDA bf16/fp16 autocast are cast, so they take the bf16 path.
 """
 
 from __future__ import annotations
@@ -56,6 +92,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -72,13 +109,26 @@ from clinseq.kernels._validation import (
 from clinseq.kernels.reference import chunked_grouped_info_nce, naive_grouped_info_nce
 from clinseq.utils import ConfigError
 
+
+def _interpret_flag(triton_module: object) -> bool:
+    """Whether Triton interprets kernels instead of compiling them (fixed when a kernel is defined).
+
+    ``triton.knobs`` exists from Triton 3.4; older releases (the package allows 3.0) read the
+    ``TRITON_INTERPRET`` environment variable directly, which is what this falls back to.
+    """
+    knobs = getattr(triton_module, "knobs", None)
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"  # Triton < 3.4's own test (runtime/jit.py)
+
+
 try:
     import triton
     import triton.language as tl
 
     HAS_TRITON = True
     #: Triton chooses between compiling and interpreting when a kernel is defined (at this import).
-    INTERPRETED = bool(triton.knobs.runtime.interpret)
+    INTERPRETED = _interpret_flag(triton)
 except ImportError:  # CPU installs without triton run the chunked torch path
     triton = None
     tl = None
@@ -119,50 +169,97 @@ class TileConfig:
         return self.block_d == self.block_do
 
 
-# (largest D, (block_m, block_n, num_warps, num_stages)) per pass; the first row whose D bound holds wins.
-# block_m counts q rows and block_n k rows in every pass (the dK pass owns block_n k rows per program).
-# Chosen so that the worst variant (int64 ids, groups, exclude_self, symmetric, learnable τ) compiles
-# without register spills with Triton 3.9 for sm90/sm80 (tests/kernels/test_gpu_compile.py checks it
-# without a GPU); block_m = 128 in the forward halves the key-tile traffic of 64. Not tuned on hardware.
-_TABLE: dict[str, dict[str, tuple[tuple[int, tuple[int, int, int, int]], ...]]] = {
-    "sm90": {
-        "fwd": ((256, (128, 32, 8, 3)), (1024, (64, 64, 8, 3))),
-        "dq": ((128, (128, 32, 8, 3)), (256, (64, 32, 8, 2)), (1024, (64, 32, 8, 2))),
-        "dk": ((128, (64, 64, 8, 3)), (256, (64, 32, 8, 2)), (1024, (64, 32, 8, 2))),
-    },
-    "sm80": {
-        "fwd": ((256, (128, 32, 8, 2)), (1024, (64, 64, 8, 2))),
-        "dq": ((128, (64, 32, 8, 2)), (256, (64, 32, 8, 2)), (1024, (64, 32, 8, 2))),
-        "dk": ((128, (64, 64, 8, 2)), (256, (64, 32, 8, 2)), (1024, (64, 32, 8, 2))),
-    },
-    "fallback": {
-        "fwd": ((1024, (64, 32, 4, 2)),),
-        "dq": ((1024, (64, 32, 4, 2)),),
-        "dk": ((1024, (32, 64, 4, 2)),),
-    },
+#: One table row: (largest D, block_m, block_n, num_warps, num_stages, chunk_d). The first row of a pass
+#: whose D bound holds wins. block_m counts q rows and block_n k rows in every pass (the dK pass owns
+#: block_n k rows per program and streams block_m q rows). chunk_d = 0: the program's own rows stay in
+#: registers (block_d = D rounded up to a power of two); chunk_d > 0: the contraction streams D in
+#: chunk_d-wide pieces and a backward program accumulates a _CHUNK_DO-wide block of its output columns
+#: (the grid gets a D-block axis, S is recomputed per block).
+_Row = tuple[int, int, int, int, int, int]
+
+# Keyed by (architecture, element size class). fp16 and bf16 share rows (2-byte operands, same
+# tensor-core shapes); fp32 has its own: with the default IEEE precision its products run on CUDA cores
+# (FMA), operands pass through shared memory at 4 bytes, and resident 64×256 fp32 rows spill — so fp32
+# always streams D in 32-wide chunks. Every row was compiled without a GPU for its architecture
+# (benchmarks/results/info_nce_compile_matrix.json, tests/kernels/gpu_compile.py): it fits the shared
+# memory of that architecture, and the spills are recorded there. None is tuned on hardware.
+_FP32_ROWS: dict[str, tuple[_Row, ...]] = {
+    "fwd": ((1024, 64, 32, 8, 2, 32),),
+    "dq": ((1024, 64, 32, 8, 2, 32),),
+    "dk": ((1024, 32, 64, 8, 2, 32),),
 }
-# D above this is streamed in chunks of _CHUNK_D (and _CHUNK_DO-wide output blocks in backward).
-_RESIDENT_MAX_D = 256
-_CHUNK_D = 64
+_TABLE: dict[tuple[str, str], dict[str, tuple[_Row, ...]]] = {
+    # H100/H200 (sm_90, 227 KB of shared memory per block). Every pass owns ≥ 64 rows per program with
+    # 8 warps, the shape Triton lowers to Hopper's wgmma (a program owning 32 rows gets mma.sync).
+    ("sm90", "16bit"): {
+        "fwd": ((256, 128, 32, 8, 3, 0), (1024, 64, 64, 8, 3, 64)),
+        "dq": ((128, 128, 32, 8, 3, 0), (256, 64, 32, 8, 2, 0), (1024, 64, 32, 8, 2, 64)),
+        "dk": ((128, 64, 64, 8, 3, 0), (256, 32, 64, 8, 2, 0), (1024, 32, 64, 8, 2, 64)),
+    },
+    ("sm90", "fp32"): _FP32_ROWS,
+    # A100 (sm_80, 163 KB).
+    ("sm80", "16bit"): {
+        "fwd": ((256, 128, 32, 8, 2, 0), (1024, 64, 64, 8, 2, 64)),
+        "dq": ((128, 64, 32, 8, 2, 0), (256, 64, 32, 8, 2, 0), (1024, 64, 32, 8, 2, 64)),
+        "dk": ((128, 64, 64, 8, 2, 0), (256, 64, 32, 8, 2, 0), (1024, 64, 32, 8, 2, 64)),
+    },
+    ("sm80", "fp32"): _FP32_ROWS,
+    # A10/A40/RTX 30 (sm_86), L4/L40S/RTX 40 (sm_89), Orin (sm_87): 99 KB (conservative for sm_87's 163).
+    ("sm86", "16bit"): {
+        "fwd": ((256, 64, 32, 4, 2, 0), (1024, 64, 64, 8, 2, 64)),
+        "dq": ((256, 64, 32, 8, 2, 0), (1024, 64, 32, 8, 2, 64)),
+        "dk": ((256, 32, 64, 8, 2, 0), (1024, 32, 64, 8, 2, 64)),
+    },
+    ("sm86", "fp32"): _FP32_ROWS,
+    # Anything else (ROCm GPUs such as MI300's 64 KB LDS, sm_75, sm_100/120): small streamed tiles that
+    # stay under 64 KB of shared memory. Compiled for sm_80/86/89/90 only (no ROCm toolchain here).
+    ("fallback", "16bit"): {
+        "fwd": ((1024, 64, 32, 4, 2, 32),),
+        "dq": ((1024, 64, 32, 4, 2, 32),),
+        "dk": ((1024, 32, 64, 4, 2, 32),),
+    },
+    ("fallback", "fp32"): _FP32_ROWS,
+}
+GENERATIONS = ("sm90", "sm80", "sm86", "fallback")
+# Width of the output block a streamed-D backward program accumulates.
 _CHUNK_DO = 128
+#: normalized=True uses the fixed max log2(e)/τ only while log2(e)/τ ≤ this (τ ≥ ~0.0229): every
+#: exp2(s·log2 e − log2(e)/τ) ≥ 2^(−2·63) then stays in fp32's normal range (flushed-to-zero otherwise).
+_FIXED_MAX_SCALE: float = 63.0
+#: The smallest τ for which normalized=True keeps its fixed max (below it: the running max).
+NORMALIZED_MIN_TAU = 1.4426950408889634 / _FIXED_MAX_SCALE
+
+
+def _size_class(dtype: torch.dtype) -> str:
+    return "fp32" if dtype == torch.float32 else "16bit"
 
 
 @functools.cache
 def _generation(device_index: int) -> str:
+    """The table's architecture key of CUDA device ``device_index``.
+
+    ROCm builds of torch report AMD GPUs through ``torch.cuda`` too, with a capability that can collide
+    with NVIDIA's (MI300: (9, 4)); they take the fallback rows, never the sm_90 ones.
+    """
+    if torch.version.hip is not None:
+        return "fallback"
     major, minor = torch.cuda.get_device_capability(device_index)
-    if major == 9:
+    if (major, minor) == (9, 0):
         return "sm90"
     if (major, minor) == (8, 0):
         return "sm80"
-    return "fallback"  # sm86/sm89 have ~100 KB of shared memory, newer ones are untested
+    if major == 8:
+        return "sm86"  # 8.6, 8.7, 8.9: ~100 KB of shared memory
+    return "fallback"  # sm_75 and older, sm_100/120: untested
 
 
 def _pow2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())  # tl.dot needs ≥ 16 per dimension
 
 
-def tile_config(kind: str, device: torch.device, dim: int) -> TileConfig:
-    """The fixed tile configuration of pass ``kind`` (``"fwd"``, ``"dq"``, ``"dk"``) for D = ``dim``.
+def tile_config(kind: str, device: torch.device, dim: int, dtype: torch.dtype = torch.float32) -> TileConfig:
+    """The fixed tile configuration of pass ``kind`` (``"fwd"``, ``"dq"``, ``"dk"``) for D = ``dim``
+    and inputs of ``dtype`` on ``device`` (its architecture picks the table).
 
     Under the Triton interpreter (CPU) small 32×32 tiles keep the tests fast and still exercise several
     tiles per row and column.
@@ -170,19 +267,21 @@ def tile_config(kind: str, device: torch.device, dim: int) -> TileConfig:
     if INTERPRETED or device.type != "cuda":
         block_d = _pow2(dim) if dim <= 128 else 64
         return TileConfig(32, 32, block_d, block_d if dim <= 128 else 64, 4, 1)
-    return table_config(
-        _generation(device.index if device.index is not None else torch.cuda.current_device()), kind, dim
-    )
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return table_config(_generation(index), kind, dim, dtype)
 
 
-def table_config(generation: str, kind: str, dim: int) -> TileConfig:
-    """The configuration of pass ``kind`` for GPU ``generation`` (``sm90``, ``sm80``, ``fallback``)."""
+def table_config(generation: str, kind: str, dim: int, dtype: torch.dtype = torch.float32) -> TileConfig:
+    """The configuration of pass ``kind`` for architecture ``generation`` (one of :data:`GENERATIONS`),
+    D = ``dim`` and inputs of ``dtype``."""
     if dim > MAX_TRITON_DIM:
         raise ConfigError(f"the Triton kernel takes D <= {MAX_TRITON_DIM}, got D = {dim}")
-    block_m, block_n, warps, stages = next(cfg for max_d, cfg in _TABLE[generation][kind] if dim <= max_d)
-    if dim <= _RESIDENT_MAX_D:
-        return TileConfig(block_m, block_n, _pow2(dim), _pow2(dim), warps, stages)
-    return TileConfig(block_m, block_n, _CHUNK_D, _CHUNK_DO, warps, stages)
+    rows = _TABLE[(generation, _size_class(dtype))][kind]
+    _, block_m, block_n, warps, stages, chunk_d = next(row for row in rows if dim <= row[0])
+    if chunk_d == 0 or dim <= chunk_d:
+        block_d = _pow2(dim)
+        return TileConfig(block_m, block_n, block_d, block_d, warps, stages)
+    return TileConfig(block_m, block_n, chunk_d, min(_CHUNK_DO, _pow2(dim)), warps, stages)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -190,6 +289,7 @@ def table_config(generation: str, kind: str, dim: int) -> TileConfig:
 # ----------------------------------------------------------------------------------------------------
 
 if HAS_TRITON:
+    _FIXED_MAX = tl.constexpr(_FIXED_MAX_SCALE)  # a kernel reads module constants only as constexpr
 
     @triton.jit
     def _dot_rows(
@@ -229,6 +329,15 @@ if HAS_TRITON:
         return tl.load(ptrs, mask=(offs < n)[:, None] & (offs_d < D)[None, :], other=0.0)
 
     @triton.jit
+    def _online_lse(m_i, l_i, s2):
+        """One tile's update of the running base-2 log-sum-exp (max ``m_i``, sum ``l_i``) of its rows."""
+        m_new = tl.maximum(m_i, tl.max(s2, 1))
+        # A row with no valid column so far keeps m = -inf: shift by 0 there (exp2(-inf) = 0).
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        l_i = l_i * tl.exp2(m_i - m_use) + tl.sum(tl.exp2(s2 - m_use[:, None]), 1)
+        return m_new, l_i
+
+    @triton.jit
     def _scan_bounds(LO, HI, pid, n, HAS_GROUPS: tl.constexpr):
         """[lo, hi): the rows of the streamed side that program ``pid`` visits. With groups, only these can
         share a group with its rows (all of [0, n) unless that side's groups are sorted; see
@@ -257,7 +366,10 @@ if HAS_TRITON:
         y_ids = tl.load(Y_IDS + offs_y, mask=y_ok, other=0)
         return valid, valid & (x_ids[:, None] == y_ids[None, :])
 
-    @triton.jit
+    # Row counts vary from call to call (the last batch, queues, CPC's dropped steps): without
+    # do_not_specialize Triton compiles a variant per N mod 16 (and for N == 1). D and the strides keep
+    # their specialisation: they are fixed per model and their divisibility by 16 allows wide loads.
+    @triton.jit(do_not_specialize=["N", "M"])
     def _forward_kernel(
         Q,
         K,
@@ -299,7 +411,10 @@ if HAS_TRITON:
         if RESIDENT:
             q = _load_rows(Q, offs_m, N, D, stride_q, 0, BLOCK_M, BLOCK_D)
         if NORMALIZED:
-            m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + scale  # s·log2 e ≤ log2(e)/τ for unit rows
+            # Fixed max log2(e)/τ (s·log2 e ≤ log2(e)/τ for unit rows) while exp2 cannot leave fp32's
+            # normal range: exponents lie in [−2·scale, 0], so scale ≤ 63 (τ ≥ 2·log2(e)/126 ≈ 0.0229).
+            # Below that (a learnable τ can get there) the running max takes over, decided on the device.
+            m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + tl.where(scale <= _FIXED_MAX, scale, float("-inf"))
         else:
             m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -323,13 +438,12 @@ if HAS_TRITON:
             )
             s2 = tl.where(valid, s2, float("-inf"))
             if NORMALIZED:
-                l_i += tl.sum(tl.exp2(s2 - m_i[:, None]), 1)
+                if scale <= _FIXED_MAX:
+                    l_i += tl.sum(tl.exp2(s2 - m_i[:, None]), 1)
+                else:
+                    m_i, l_i = _online_lse(m_i, l_i, s2)
             else:
-                m_new = tl.maximum(m_i, tl.max(s2, 1))
-                # A row with no valid column so far keeps m = -inf: shift by 0 there (exp2(-inf) = 0).
-                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-                l_i = l_i * tl.exp2(m_i - m_use) + tl.sum(tl.exp2(s2 - m_use[:, None]), 1)
-                m_i = m_new
+                m_i, l_i = _online_lse(m_i, l_i, s2)
             psum += tl.sum(tl.where(pos, s2, 0.0), 1)
             pcnt += tl.sum(pos.to(tl.int32), 1)
             if COUNT_TILES:
@@ -366,7 +480,7 @@ if HAS_TRITON:
                 g += a_r[:, None] * p_t - tl.where(pos, b_r[:, None], 0.0)
         return g
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["NX", "NY", "NX_GRAD"])
     def _backward_kernel(
         X,
         Y,
@@ -501,6 +615,13 @@ def _rows_contiguous(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+def _on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """The guard of every launch: Triton launches on torch's *current* CUDA device, which on a multi-GPU
+    machine need not be the inputs' (a process on cuda:1 whose current device is cuda:0 would read cuda:1
+    pointers from cuda:0). ``torch.cuda.device`` makes the inputs' device current for the launch."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 #: Set by :func:`count_visited_tiles`: launches then record how many tiles each program streamed.
 _TILE_LOG: list[tuple[str, torch.Tensor]] | None = None
 
@@ -536,44 +657,45 @@ def _launch_forward(q, k, q_ids, k_ids, q_groups, k_groups, tau, exclude_self, n
     loss = torch.empty(n_rows, dtype=torch.float32, device=q.device)
     lse = torch.empty(n_rows, dtype=torch.float32, device=q.device)
     pcnt = torch.empty(n_rows, dtype=torch.int32, device=q.device)
-    cfg = tile_config("fwd", q.device, dim)
+    cfg = tile_config("fwd", q.device, dim, q.dtype)
     has_groups = q_groups is not None
     n_prog = triton.cdiv(n_rows, cfg.block_m)
     # Per row block, the key columns that can share its groups (see _group_ranges); without groups the
     # kernel never reads these pointers.
     col_lo, col_hi = tile_column_ranges(q_groups, k_groups, cfg.block_m) if has_groups else (pcnt, pcnt)
     tiles = _tile_counter("fwd", n_prog, q.device)
-    _forward_kernel[(n_prog,)](
-        q,
-        k,
-        q_ids,
-        k_ids,
-        q_groups if has_groups else q_ids,
-        k_groups if has_groups else k_ids,
-        tau,
-        loss,
-        lse,
-        pcnt,
-        col_lo,
-        col_hi,
-        tiles if tiles is not None else pcnt,
-        n_rows,
-        k.shape[0],
-        dim,
-        q.stride(0),
-        k.stride(0),
-        EXCLUDE_SELF=exclude_self,
-        HAS_GROUPS=has_groups,
-        NORMALIZED=normalized,
-        COUNT_TILES=tiles is not None,
-        BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n,
-        BLOCK_D=cfg.block_d,
-        RESIDENT=cfg.block_d >= dim,
-        PRECISION=_precision(q.dtype),
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )
+    with _on_device(q.device):  # Triton launches on torch's current device
+        _forward_kernel[(n_prog,)](
+            q,
+            k,
+            q_ids,
+            k_ids,
+            q_groups if has_groups else q_ids,
+            k_groups if has_groups else k_ids,
+            tau,
+            loss,
+            lse,
+            pcnt,
+            col_lo,
+            col_hi,
+            tiles if tiles is not None else pcnt,
+            n_rows,
+            k.shape[0],
+            dim,
+            q.stride(0),
+            k.stride(0),
+            EXCLUDE_SELF=exclude_self,
+            HAS_GROUPS=has_groups,
+            NORMALIZED=normalized,
+            COUNT_TILES=tiles is not None,
+            BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n,
+            BLOCK_D=cfg.block_d,
+            RESIDENT=cfg.block_d >= dim,
+            PRECISION=_precision(q.dtype),
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
     return loss, lse, pcnt
 
 
@@ -597,7 +719,7 @@ def _launch_backward(
 ):
     """One backward pass over the rows of x: returns (dx or None, per-row Σ G∘S or None)."""
     n_x, dim = x.shape
-    cfg = tile_config("dq" if rows_are_q else "dk", x.device, dim)
+    cfg = tile_config("dq" if rows_are_q else "dk", x.device, dim, x.dtype)
     # The pass names q rows "m" and k rows "n" in the table; in the dK pass x holds the k rows.
     block_x, block_y = (cfg.block_m, cfg.block_n) if rows_are_q else (cfg.block_n, cfg.block_m)
     resident = cfg.block_d >= dim
@@ -611,49 +733,50 @@ def _launch_backward(
     lse_y, a_y, b_y = stats_y
     y_lo, y_hi = tile_column_ranges(x_groups, y_groups, block_x) if has_groups else (lse_x, lse_x)
     tiles = _tile_counter("dq" if rows_are_q else "dk", n_prog, x.device)
-    _backward_kernel[(n_prog, n_dblk)](
-        x,
-        y,
-        x_ids,
-        y_ids,
-        x_groups if has_groups else x_ids,
-        y_groups if has_groups else y_ids,
-        tau,
-        lse_x,
-        a_x,
-        b_x,
-        lse_y,
-        a_y,
-        b_y,
-        gscale,
-        dx if store_dx else x,
-        tau_rows if tau_grad else lse_x,
-        y_lo,
-        y_hi,
-        tiles if tiles is not None else lse_x,
-        n_x,
-        y.shape[0],
-        n_x_grad,
-        dim,
-        x.stride(0),
-        y.stride(0),
-        dim,
-        ROWS_ARE_Q=rows_are_q,
-        EXCLUDE_SELF=exclude_self,
-        HAS_GROUPS=has_groups,
-        SYMMETRIC=symmetric,
-        STORE_DX=store_dx,
-        TAU_GRAD=tau_grad,
-        COUNT_TILES=tiles is not None,
-        BLOCK_X=block_x,
-        BLOCK_Y=block_y,
-        BLOCK_D=cfg.block_d,
-        BLOCK_DO=block_do,
-        RESIDENT=resident,
-        PRECISION=_precision(x.dtype),
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
-    )
+    with _on_device(x.device):  # Triton launches on torch's current device
+        _backward_kernel[(n_prog, n_dblk)](
+            x,
+            y,
+            x_ids,
+            y_ids,
+            x_groups if has_groups else x_ids,
+            y_groups if has_groups else y_ids,
+            tau,
+            lse_x,
+            a_x,
+            b_x,
+            lse_y,
+            a_y,
+            b_y,
+            gscale,
+            dx if store_dx else x,
+            tau_rows if tau_grad else lse_x,
+            y_lo,
+            y_hi,
+            tiles if tiles is not None else lse_x,
+            n_x,
+            y.shape[0],
+            n_x_grad,
+            dim,
+            x.stride(0),
+            y.stride(0),
+            dim,
+            ROWS_ARE_Q=rows_are_q,
+            EXCLUDE_SELF=exclude_self,
+            HAS_GROUPS=has_groups,
+            SYMMETRIC=symmetric,
+            STORE_DX=store_dx,
+            TAU_GRAD=tau_grad,
+            COUNT_TILES=tiles is not None,
+            BLOCK_X=block_x,
+            BLOCK_Y=block_y,
+            BLOCK_D=cfg.block_d,
+            BLOCK_DO=block_do,
+            RESIDENT=resident,
+            PRECISION=_precision(x.dtype),
+            num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages,
+        )
     if dx is not None and n_x_grad < n_x:
         dx[n_x_grad:] = 0  # queue rows: the kernel never visits them
     return dx, tau_rows
@@ -862,8 +985,10 @@ def grouped_info_nce(
     Args:
         q: (N, D) queries, float16/bfloat16/float32 (float64 on the torch backends).
         k: (M, D) keys, same dtype and device as ``q``. For SimCLR-style losses pass the stacked views
-            as both ``q`` and ``k`` (same tensor) with ``exclude_self=True``; passing the same id tensor
-            (and group tensor) as well lets the kernel run one backward pass instead of two.
+            as both ``q`` and ``k`` (the same tensor object) with ``exclude_self=True``; passing the same
+            id tensor (and group tensor) as well lets the kernel run one backward pass instead of two.
+            A ``k`` that only shares ``q``'s memory (``q.detach()``, another view or leaf) is a separate
+            input: it gets its own gradient, or none.
         q_ids: (N,) integer ids; ``k_ids``: (M,) integer ids. Positives are equal ids. The kernel
             compares them at their own width: pass int32 (both sides) when the ids fit, it needs fewer
             registers per tile than int64; int64 is never narrowed.
@@ -893,9 +1018,10 @@ def grouped_info_nce(
             torch path does the same per chunk. Detected on the device, no keyword and no host sync;
             unsorted groups give the same result with a full scan.
         normalized: promise that every row of q and k has unit l2 norm (|q_i·k_j| ≤ 1). The kernel then
-            uses the fixed max 1/τ instead of a running max. Only a speed hint: the result is the same
-            when the promise holds, wrong (overflow) when it does not; it needs τ ≳ 0.02 (exp(−2/τ) must
-            stay above fp32's smallest normal). Never assumed.
+            uses the fixed max 1/τ instead of a running max while τ ≥ ``NORMALIZED_MIN_TAU`` (≈ 0.0229:
+            2^(−2·log2(e)/τ) stays in fp32's normal range), and the running max below it (decided on
+            the device, so a learnable τ may cross it). Only a speed hint: the result is the same when
+            the promise holds, wrong (overflow) when it does not. Never assumed.
         backend: ``"auto"`` (Triton on CUDA for fp16/bf16/fp32 and D ≤ 1024, the chunked torch path
             otherwise), ``"triton"`` (CUDA, or CPU under ``TRITON_INTERPRET=1`` for tests), ``"torch"``
             (chunked, O(N·block) memory) or ``"naive"`` (dense, for tests).
@@ -948,15 +1074,21 @@ def grouped_info_nce(
         return x.to(torch.int64 if wide else torch.int32).contiguous()
 
     # Self-contrast (SimCLR, PCLR, SupCon, poly-window: one stacked batch as q and k, one id tensor):
-    # the loss matrix is one, and so is the backward pass.
+    # the loss matrix is one, and so is the backward pass. Only when k IS q — one autograd input: equal
+    # memory is not enough (z and z.detach() share it, but only z carries a gradient, and the one-pass
+    # backward would hand k's gradient to q).
     self_contrast = (
-        _same_tensor(q, k)
-        and _same_tensor(q_ids, k_ids)
-        and (q_groups is None or _same_tensor(q_groups, k_groups))
+        k is q
+        and _same_values(q_ids, k_ids)
+        and (q_groups is None or _same_values(q_groups, k_groups))
         and c.n_key_grad == c.n_cols
     )
-    qc = _rows_contiguous(q)
-    kc = qc if self_contrast else _rows_contiguous(k)
+    # Under CUDA autocast, fp32 inputs (F.normalize returns fp32) are cast to the autocast dtype so that
+    # the products run on tensor cores; accumulation stays fp32, and the cast's backward returns fp32
+    # gradients to the caller.
+    run_dtype = _autocast_dtype(q)
+    qc = _rows_contiguous(q.to(run_dtype))
+    kc = qc if self_contrast else _rows_contiguous(k.to(run_dtype))
     qi = as_index(q_ids, k_ids)
     ki = qi if self_contrast else as_index(k_ids, q_ids)
     qg = as_index(q_groups, k_groups)
@@ -982,8 +1114,19 @@ def grouped_info_nce(
     return reduce_rows(loss, pcnt > 0, reduction)
 
 
-def _same_tensor(a: torch.Tensor, b: torch.Tensor | None) -> bool:
-    """True when a and b are the same values by construction (same object, or the same view of memory)."""
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the Triton path computes ``x`` in: the autocast dtype for fp32 inputs inside a CUDA
+    ``torch.autocast`` block (fp16 or bf16), else ``x.dtype``. CPU autocast is left alone (the
+    interpreter runs fp32 only, and the CPU has no tensor cores to feed)."""
+    if x.device.type != "cuda" or x.dtype != torch.float32 or not torch.is_autocast_enabled("cuda"):
+        return x.dtype
+    dtype = torch.get_autocast_dtype("cuda")
+    return dtype if dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor | None) -> bool:
+    """True when integer tensors a and b hold the same values by construction (same object, or the same
+    view of memory). For ids and groups only: they carry no gradient, so aliasing is all that matters."""
     if a is b:
         return True
     return (
