@@ -169,3 +169,25 @@ def test_annotation_only_edf_plus_says_what_it_is(tmp_path):
     store = TimelineStore.open(convert(EEGSource(src), tmp_path / "s", on_error="skip", progress=False))
     (skipped,) = store.manifest["skipped"]
     assert "annotation-only EDF+ file" in skipped["reason"] and skipped["path"].endswith("Hypnogram.edf")
+
+
+def test_resample_on_request_gives_one_recording_of_every_channel(eegmat_root, tmp_path):
+    """``resample_hz``: every channel of a mixed-rate file at one rate (mne's FFT resampling of each
+    rate group), one float32 recording; nothing dropped."""
+    src = tmp_path / "psg"
+    src.mkdir()
+    path = src / "SC4001E0-PSG.edf"
+    _write_psg(path, _real(eegmat_root), seconds=60)
+    store = TimelineStore.open(convert(EEGSource(src, resample_hz=50), tmp_path / "s", progress=False))
+    (row,) = store.recordings.iter_rows(named=True)
+    assert row["sampling_rate_hz"] == 50.0 and row["n_samples"] == 3000 and row["sample_dtype"] == "float32"
+    assert sorted(row["source_channel_names"]) == sorted(label for label, *_ in SLEEP_EDF)
+    peer = _peer(path)
+    got = store.read_recording(row["recording_id"])
+    for c, label in enumerate(row["source_channel_names"]):
+        rate, _, values = peer[label]
+        info = mne.create_info(1, rate, ch_types="misc", verbose="error")
+        want = (
+            mne.io.RawArray(values[None], info, verbose="error").resample(50, verbose="error").get_data()[0]
+        )
+        np.testing.assert_allclose(got[c], want, rtol=1e-5, atol=1e-4 * np.abs(want).max())
