@@ -1,4 +1,5 @@
-"""``clinseq bench``: the helpers (units, JSON, tables, suites, devices, timing) and one real quick run.
+"""``clinseq bench``: the harness (units, JSON, tables, suites, devices, timing, child processes) and one
+real quick run.
 
 The quick run is ``clinseq bench all --quick`` exactly as CI runs it, once (about 2 min on 2 cores),
 into a temporary results folder; its JSON files are checked for machine, versions, command and units, and
@@ -16,18 +17,23 @@ import sys
 import pytest
 import torch
 
-from clinseq.bench import ALL, expand_suites, main
-from clinseq.bench.encoder import fit_exponent, predict
-from clinseq.bench.report import (
+from clinseq.bench import ALL, SUITES, expand_suites, main
+from clinseq.bench.harness import (
     RESULTS_ENV,
+    PeakMemory,
+    fit_exponent,
     format_value,
+    measure,
     missing_units,
+    predict,
     print_table,
+    release_freed_memory,
     resolve_device,
     results_dir,
+    run_in_child,
+    script,
     write_results,
 )
-from clinseq.bench.timing import PeakMemory, measure, release_freed_memory
 from clinseq.utils import ConfigError
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -94,6 +100,7 @@ def test_print_table_aligns_text_left_and_numbers_right(capsys):
 
 # -- suites, devices ------------------------------------------------------------------------------------
 def test_expand_suites():
+    assert SUITES == ("reads", "loader", "info_nce", "encoder", "pretrain", "ehr")  # the stems
     assert expand_suites(["all"]) == list(ALL)
     assert expand_suites(["encoder", "all", "ehr"]) == ["encoder", *[s for s in ALL if s != "encoder"], "ehr"]
     with pytest.raises(ConfigError, match="unknown benchmark suite 'gpu'; choose from reads, loader"):
@@ -119,10 +126,10 @@ def test_cli_rejects_unknown_suite():
 
 
 def test_suites_without_their_data_fail_with_the_fix(tmp_path, monkeypatch):
-    from clinseq.bench import loader, pretrain, reads
+    from clinseq.bench import ehr, loader, pretrain, reads
 
     monkeypatch.setenv("CLINSEQ_DATA", str(tmp_path))
-    for suite in (reads, loader, pretrain):
+    for suite in (reads, loader, pretrain, ehr):
         with pytest.raises(ConfigError, match="set CLINSEQ_DATA"):
             suite.run(quick=True, out_dir=tmp_path)
 
@@ -163,12 +170,22 @@ def test_measure_runs_warmup_then_timed_calls():
     assert m.seconds == sorted(m.times_s)[1] and m.peak_mib is None
 
 
-def test_ehr_suite_outside_a_checkout_says_so(monkeypatch):
-    from clinseq.bench import ehr
+def test_run_in_child_returns_the_result_or_says_why_not():
+    code, free, _ = run_in_child("clinseq.bench.harness:free_memory_mib", {"device": "cpu"})
+    assert code == 0 and free > 0
+    code, result, last = run_in_child("clinseq.bench.harness:resolve_device", {"device": "tpu"})
+    assert code == 2 and result is None and "must be 'cpu' or 'cuda', got 'tpu'" in last
 
-    monkeypatch.setattr(ehr, "repo_root", lambda: None)
-    with pytest.raises(ConfigError, match="runs benchmarks/bench_ehr.py of a clinseq checkout"):
-        ehr.run(quick=True)
+
+def test_script_options_follow_the_suite_signature(capsys):
+    def run(*, device: str = "cpu", quick: bool = False, sizes: tuple[int, ...] | None = None, budget_s=None):
+        return {"device": device, "quick": quick, "sizes": sizes}
+
+    run.__annotations__["budget_s"] = "float | None"
+    assert script(run, ["--quick", "--sizes", "1024", "4096", "--device", "cuda"]) == {
+        "device": "cuda", "quick": True, "sizes": (1024, 4096),
+    }  # fmt: skip
+    assert script(run, []) == {"device": "cpu", "quick": False, "sizes": None}
 
 
 # -- the real thing, once ---------------------------------------------------------------------------------
@@ -181,7 +198,7 @@ def test_bench_all_quick(tmp_path, ptbxl_root):
             "EEGMAT is absent (the reads suite needs it): https://physionet.org/content/eegmat/1.0.0/"
         )
     env = {**os.environ, RESULTS_ENV: str(tmp_path)}
-    env.pop("TRITON_INTERPRET", None)  # the loss suite sets it for its interpreter child only
+    env.pop("TRITON_INTERPRET", None)  # the info_nce suite sets it for its interpreter child only
     done = subprocess.run(
         [sys.executable, "-m", "clinseq.cli", "bench", "all", "--quick"],
         env=env,
@@ -195,7 +212,7 @@ def test_bench_all_quick(tmp_path, ptbxl_root):
         assert f"\n{suite} " in summary and "FAILED" not in summary
 
     quick = tmp_path / "quick"
-    names = ["window_reads", "loader_cpu", "info_nce_cpu", "encoder_cpu", "pretrain_cpu"]
+    names = [f"{suite}_cpu" for suite in ALL]
     assert sorted(p.name for p in quick.glob("*.json")) == sorted(f"{n}.json" for n in names)
     results = {n: json.loads((quick / f"{n}.json").read_text()) for n in names}
     for name, r in results.items():
@@ -227,7 +244,7 @@ def test_bench_all_quick(tmp_path, ptbxl_root):
     for r in enc["results"] + enc["sdpa"]:
         assert ("ms" in r) != ("skipped" in r)  # every row measured or says why not
 
-    # loss: the chunked reference needs far less memory than the dense one at N = 4096
+    # info_nce: the chunked reference needs far less memory than the dense one at N = 4096
     rows = {(r["method"], r["n"]): r for r in results["info_nce_cpu"]["rows"] if "peak_mib" in r}
     assert rows[("chunked", 4096)]["peak_mib"] < 0.5 * rows[("naive", 4096)]["peak_mib"]
     assert rows[("chunked", 4096)]["loss"] == pytest.approx(rows[("naive", 4096)]["loss"], rel=1e-5)
@@ -242,5 +259,5 @@ def test_bench_all_quick(tmp_path, ptbxl_root):
     assert pre["pclr+views"]["batch"] == 64 and pre["cpc"]["batch"] == 32  # the smoke profiles' layouts
 
     # reads: every reference window was checked against the store's (else the suite fails)
-    reads = results["window_reads"]
+    reads = results["reads_cpu"]
     assert [r["windows"] for r in reads["ecg"]["results"]] == [2000, 2000, 200]

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from clinseq.bench import SUITES
 from clinseq.io.sources import SOURCES
 from clinseq.utils import ClinseqError
 
@@ -98,9 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bench = commands.add_parser("bench", help="run throughput benchmarks (tables + JSON + PNG)")
-    bench.add_argument(
-        "suites", nargs="+", choices=("reads", "loader", "loss", "encoder", "pretrain", "ehr", "all")
-    )
+    bench.add_argument("suites", nargs="+", choices=(*SUITES, "all"))
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_argument("--quick", action="store_true", help="small sizes (minutes on a 2-core CPU)")
     bench.add_argument(

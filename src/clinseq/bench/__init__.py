@@ -1,73 +1,52 @@
-"""``clinseq bench``: the throughput suites behind one command — tables, JSON with units, PNG figures.
+"""``clinseq bench``: one suite per measured thing, named by its stem, on one harness.
 
-- ``reads``: random window reads, the store vs ``wfdb.rdrecord`` and mne, one core
-  → ``window_reads.json``
+- ``reads``: random window reads, the store vs ``wfdb.rdrecord`` and mne, one core → ``reads_cpu.json``
 - ``loader``: sampler → dataset → views → collate → DataLoader, windows/s → ``loader_cpu.json``
-- ``loss``: grouped InfoNCE forward + backward, fused Triton / chunked / naive / compiled, time and memory
-  over N → ``info_nce_<device>.json``
+- ``info_nce``: grouped InfoNCE forward + backward, fused Triton / chunked / naive / compiled, time and
+  memory over N, and COMET's grouped rows → ``info_nce_<device>.json``
 - ``encoder``: ResNet1d, CPC and PatchTransformer over 1 k → 1 M input samples: items/s, tokens/s, peak
   memory, SDPA backends, checkpointing, one hour of EEG → ``encoder_<device>.json``
 - ``pretrain``: a full PCLR / CPC step (loader → views → encoder → loss → backward → AdamW) on PTB-XL:
   windows/s, loader stalls, GPU-busy fraction → ``pretrain_<device>.json``
-- ``ehr``: MIMIC-IV → store conversion and patient slices/s (``benchmarks/bench_ehr.py``) → ``ehr_cpu.json``
+- ``ehr``: MIMIC-IV → store conversion and patient slices/s → ``ehr_cpu.json``
 
-``all`` = reads, loader, loss, encoder, pretrain (the sequence-throughput suites; ``ehr`` is a conversion
-benchmark of the EHR path with its own owner and runs only when named). Each suite is a module with
-``run(*, device, quick, out_dir=None, **options) -> {"json": path, "figures": [paths], "result": payload}``;
-``benchmarks/bench_*.py`` are thin command-line wrappers of the same functions (their own flags).
-
-:func:`main` runs each suite in its own Python process (``python -m clinseq.bench SUITE``): the suites pin
-CPUs, set thread counts and allocator options, and measure peak memory of their process, which must not
-leak from one suite into the next. Results: see :mod:`clinseq.bench.report` (``benchmarks/results/``,
-``quick/`` for quick runs, ``$CLINSEQ_BENCH_RESULTS`` to redirect). The package imports every layer of
-clinseq (it sits on top, like ``train`` and ``eval``); nothing in clinseq imports it.
+``all`` = reads, loader, info_nce, encoder, pretrain (``ehr``, the EHR conversion benchmark, runs when
+named). Each suite module has ``run(*, device, quick, out_dir=None, **options) -> {"json": path,
+"figures": [paths], "result": payload}``; ``benchmarks/bench_<stem>.py`` are its command lines. The
+timing, memory, child-process, result and plotting code is :mod:`clinseq.bench.harness`. :func:`main` runs
+each suite in a fresh process (suites pin CPUs, set threads and allocator options and measure their
+process's peak memory). The package sits on top of every layer of clinseq; nothing in clinseq imports it.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Sequence
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from clinseq.bench.report import COMMAND_ENV, print_table, resolve_device, run_child_reporting
 from clinseq.utils import ConfigError
 
 __all__ = ["ALL", "SUITES", "expand_suites", "main", "run_suite"]
 
-#: suite name → module of ``clinseq.bench`` holding its ``run``.
-SUITES: dict[str, str] = {
-    "reads": "clinseq.bench.reads",
-    "loader": "clinseq.bench.loader",
-    "loss": "clinseq.bench.loss",
-    "encoder": "clinseq.bench.encoder",
-    "pretrain": "clinseq.bench.pretrain",
-    "ehr": "clinseq.bench.ehr",
-}
+#: Every suite, by the stem of what it measures (module ``clinseq.bench.<stem>``).
+SUITES: tuple[str, ...] = ("reads", "loader", "info_nce", "encoder", "pretrain", "ehr")
 #: What ``all`` runs, in this order.
-ALL: tuple[str, ...] = ("reads", "loader", "loss", "encoder", "pretrain")
-#: The line a suite's process prints last: ``clinseq-bench-result: {"json": ..., "figures": [...]}``.
-MARKER = "clinseq-bench-result: "
+ALL: tuple[str, ...] = SUITES[:-1]
 
 
 def expand_suites(suites: Sequence[str]) -> list[str]:
     """Suite names in order, ``all`` expanded, duplicates dropped; unknown names raise ``ConfigError``."""
-    if isinstance(suites, str):
-        suites = [suites]
     names: list[str] = []
-    for name in suites:
-        if name == "all":
-            names.extend(ALL)
-        elif name in SUITES:
-            names.append(name)
-        else:
+    for name in [suites] if isinstance(suites, str) else suites:
+        if name not in (*SUITES, "all"):
             raise ConfigError(
                 f"unknown benchmark suite {name!r}; choose from {', '.join([*SUITES, 'all'])} "
                 "(e.g. clinseq bench encoder --quick)"
             )
+        names.extend(ALL if name == "all" else [name])
     if not names:
         raise ConfigError("no benchmark suite given; e.g. clinseq bench all --quick")
     return list(dict.fromkeys(names))
@@ -76,53 +55,53 @@ def expand_suites(suites: Sequence[str]) -> list[str]:
 def run_suite(
     name: str, *, device: str = "cpu", quick: bool = False, out_dir: str | Path | None = None, **options: Any
 ) -> dict[str, Any]:
-    """Run one suite in this process (what ``python -m clinseq.bench NAME`` does)."""
+    """Run one suite in this process."""
     if name not in SUITES:
         raise ConfigError(f"run_suite runs one of {', '.join(SUITES)}, got {name!r}; main() runs several")
-    return import_module(SUITES[name]).run(device=device, quick=quick, out_dir=out_dir, **options)
+    return import_module(f"clinseq.bench.{name}").run(device=device, quick=quick, out_dir=out_dir, **options)
 
 
-def _command(suites: Sequence[str], device: str, quick: bool) -> str:
-    return " ".join(["clinseq bench", *suites, "--device", device, *(["--quick"] if quick else [])])
+def suite_files(name: str, device: str, quick: bool, out_dir: str | None) -> dict[str, Any]:
+    """Run one suite and return only where it wrote (what :func:`main`'s child processes report)."""
+    result = run_suite(name, device=device, quick=quick, out_dir=out_dir)
+    return {"json": str(result["json"]), "figures": [str(f) for f in result["figures"]]}
 
 
 def main(
-    suites: Sequence[str],
-    *,
-    device: str = "cpu",
-    quick: bool = False,
-    out_dir: str | Path | None = None,
+    suites: Sequence[str], *, device: str = "cpu", quick: bool = False, out_dir: str | Path | None = None
 ) -> int:
     """Run the suites (each in a fresh process), stream their tables, print a summary.
 
     Returns 0 when every suite wrote its result, 1 otherwise (the failing suites' errors are printed
     above the summary). Raises ``ConfigError`` for an unknown suite or a device this machine lacks.
     """
+    from clinseq.bench.harness import COMMAND_ENV, plots_available, print_table, resolve_device, run_in_child
+
     names = expand_suites(suites)
     device = resolve_device(device)
-    command = _command(list(suites), device, quick)
+    command = " ".join(["clinseq bench", *suites, "--device", device, *(["--quick"] if quick else [])])
     env = {**os.environ, COMMAND_ENV: command}
-    from clinseq.bench import plots
-
-    if not plots.available():
+    if not plots_available():
         print("matplotlib is not installed: no PNG figures (pip install 'clinseq[plot]')", flush=True)
     summary = []
     for name in names:
         print(f"\n=== clinseq bench {name} ({device}{', quick' if quick else ''}) ===", flush=True)
-        cmd = [sys.executable, "-m", "clinseq.bench", name, "--device", device]
-        cmd += ["--quick"] if quick else []
-        cmd += ["--out", str(out_dir)] if out_dir is not None else []
         t0 = time.perf_counter()
-        returncode, reported = run_child_reporting(cmd, env, MARKER)
-        result: dict[str, Any] = reported or {}
-        ok = returncode == 0 and bool(result)
+        kwargs = {
+            "name": name,
+            "device": device,
+            "quick": quick,
+            "out_dir": None if out_dir is None else str(out_dir),
+        }
+        code, files, _ = run_in_child("clinseq.bench:suite_files", kwargs, env=env)
+        files = files or {}
         summary.append(
             {
                 "suite": name,
-                "status": "ok" if ok else f"FAILED (exit {returncode})",
+                "status": "ok" if code == 0 and files else f"FAILED (exit {code})",
                 "seconds": round(time.perf_counter() - t0, 1),
-                "result": result.get("json", "-"),
-                "figures": ", ".join(Path(f).name for f in result.get("figures", [])) or "-",
+                "result": files.get("json", "-"),
+                "figures": ", ".join(Path(f).name for f in files.get("figures", [])) or "-",
             }
         )
     print()

@@ -35,19 +35,16 @@ unsupported); ``eeg_hour`` — one hour of 19-channel EEG at 256 Hz with one-sec
 fitted exponent) to take longer than the budget (CUDA 20 s, CPU 30 s, quick 1.5 s per step) or more than
 80 % of the free memory is not run; its row says why. Nothing is extrapolated into a figure.
 
-Every group of rows runs in a fresh Python process (``python -m clinseq.bench.encoder ARGS``; in a quick
-run one process per model): memory a group frees is not always returned to the operating system, and
-would hide part of the next group's peak.
+Every group of rows runs in a fresh Python process (:func:`clinseq.bench.harness.run_in_child`; in a
+quick run one process per model): memory a group frees is not always returned to the operating system,
+and would hide part of the next group's peak. Writes ``encoder_<device>.json`` and a PNG.
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import math
 import os
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -56,19 +53,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from clinseq.bench import plots
-from clinseq.bench.report import (
-    device_tag,
-    format_value,
-    print_table,
-    resolve_device,
-    run_child_reporting,
-    write_results,
-)
-from clinseq.bench.timing import free_memory_mib, measure, release_freed_memory
+from clinseq.bench import harness
+from clinseq.bench.harness import fit_exponent, format_value, measure, predict, print_table
 from clinseq.utils import ClinseqError
 
-__all__ = ["LENGTHS", "QUICK_LENGTHS", "Settings", "fit_exponent", "predict", "run", "run_group", "settings"]
+__all__ = ["LENGTHS", "QUICK_LENGTHS", "Settings", "run", "run_group", "settings"]
 
 LENGTHS = (1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576)
 QUICK_LENGTHS = (1_024, 4_096, 16_384)
@@ -137,27 +126,6 @@ def _specs() -> list[Spec]:
             (("forward", ""), ("forward+backward", ""), ("forward+backward", "checkpointing")),
         ),
     ]
-
-
-def fit_exponent(points: Iterable[tuple[float, float]]) -> float | None:
-    """Least-squares slope of log(y) against log(x) over points with x, y > 0 (None below two x)."""
-    pts = [(math.log(x), math.log(y)) for x, y in points if x > 0 and y is not None and y > 0]
-    if len({x for x, _ in pts}) < 2:
-        return None
-    mx = sum(x for x, _ in pts) / len(pts)
-    my = sum(y for _, y in pts) / len(pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
-
-
-def predict(history: list[tuple[int, float]], n: int, default_exponent: float) -> float | None:
-    """Per-item value at length ``n`` from measured (length, per-item value) pairs: the last value scaled
-    by (n / its length)^p, p fitted over the last two lengths (clamped to [1, 2]) or the default."""
-    if not history:
-        return None
-    p = fit_exponent(history[-2:]) if len(history) >= 2 else None
-    p = default_exponent if p is None else min(max(p, 1.0), 2.0)
-    n0, v0 = history[-1]
-    return v0 * (n / n0) ** p
 
 
 def _autocast(device: torch.device, precision: str):
@@ -231,7 +199,7 @@ class _Runner:
         if t is not None and t * batch > budget_s:
             return f"not run: predicted {t * batch:,.0f} s per step > budget {budget_s:g} s"
         m = predict(self.memory_history.get(group, []), n, mem_exp)
-        free = free_memory_mib(self.device)
+        free = harness.free_memory_mib(self.device)
         if m is not None and m * batch > 0.8 * free:
             return f"not run: predicted {m * batch / 1024:,.1f} GiB > 80 % of {free / 1024:,.1f} GiB free"
         return None
@@ -269,6 +237,21 @@ class _Runner:
             "timed_calls": len(m.times_s),
         }
 
+    def row(
+        self, group: tuple, model: nn.Module, mode: str, shape: tuple[int, int, int], tokens: int, exps: tuple
+    ) -> dict[str, Any]:
+        """Measure ``model`` on a random (B, C, T) input, or say why not (predicted beyond the budget at
+        the (time, memory) exponents ``exps``)."""
+        batch, _, n = shape
+        reason = self.skip_reason(group, n, batch, *exps, self.s.budget_s)
+        if reason:
+            return {"batch": batch, "skipped": reason}
+        x = torch.randn(*shape, device=self.device)
+        out = self.measure(group, model, x, mode, n, tokens)
+        del x
+        _free(self.device)
+        return out
+
 
 def _sweep(
     runner: _Runner, s: Settings, name: str, mode: str, variant: str, log: Callable[[dict], None]
@@ -293,14 +276,7 @@ def _sweep(
             "channels": CHANNELS,
             "tokens_per_item": tokens,
         }
-        reason = runner.skip_reason(group, n, batch, spec.time_exponent, 1.0, s.budget_s)
-        if reason:
-            row.update(batch=batch, skipped=reason)
-        else:
-            x = torch.randn(batch, CHANNELS, n, device=device)
-            row.update(runner.measure(group, model, x, mode, n, tokens))
-            del x
-            _free(device)
+        row.update(runner.row(group, model, mode, (batch, CHANNELS, n), tokens, (spec.time_exponent, 1.0)))
         rows.append(row)
         log(row)
     return rows
@@ -332,15 +308,8 @@ def _sdpa(runner: _Runner, s: Settings, backend: str, log: Callable[[dict], None
         if runs == "none":
             row["skipped"] = f"unsupported: {backend} does not take this input on {device.type}"
         else:
-            mem_exp = 2.0 if backend == "math" else 1.0
-            reason = runner.skip_reason(group, n, batch, 2.0, mem_exp, s.budget_s)
-            if reason:
-                row["skipped"] = reason
-            else:
-                x = torch.randn(batch, CHANNELS, n, device=device)
-                row.update(runner.measure(group, model, x, "forward+backward", n, tokens))
-                del x
-                _free(device)
+            exps = (2.0, 2.0 if backend == "math" else 1.0)
+            row.update(runner.row(group, model, "forward+backward", (batch, CHANNELS, n), tokens, exps))
         rows.append(row)
         log(row)
     return rows
@@ -411,18 +380,10 @@ def _eeg_hour(
     # A 5-minute piece first: it fixes the per-token cost from which the whole recording is predicted.
     probe_n = min(n, 5 * 60 * rate)
     if probe_n < n:
-        x = torch.randn(1, channels, probe_n, device=device)
-        if runner.skip_reason(group, probe_n, 1, 2.0, 1.0, s.budget_s) is None:
-            probe = runner.measure(group, model, x, mode, probe_n, model.n_tokens(probe_n))
+        probe = runner.row(group, model, mode, (1, channels, probe_n), model.n_tokens(probe_n), (2.0, 1.0))
+        if "skipped" not in probe or probe["skipped"] == "out of memory":
             row["probe"] = {"n_samples": probe_n, **{k: probe.get(k) for k in ("ms", "peak_mib")}}
-        del x
-        _free(device)
-    reason = runner.skip_reason(group, n, 1, 2.0, 1.0, s.budget_s)
-    if reason:
-        row["skipped"] = reason
-    else:
-        x = torch.randn(1, channels, n, device=device)
-        row.update(runner.measure(group, model, x, mode, n, tokens))
+    row.update(runner.row(group, model, mode, (1, channels, n), tokens, (2.0, 1.0)))
     log(row)
     return [row]
 
@@ -490,8 +451,8 @@ UNITS = {
 
 def _figure(path: Path, rows: list[dict], tag: str) -> Path | None:
     panels = [
-        plots.Panel(f"Throughput ({tag})", "input samples per channel (T)", "input samples / s"),
-        plots.Panel(
+        harness.Panel(f"Throughput ({tag})", "input samples per channel (T)", "input samples / s"),
+        harness.Panel(
             f"Peak memory per item ({tag})",
             "input samples per channel (T)",
             "MiB per item",
@@ -505,18 +466,16 @@ def _figure(path: Path, rows: list[dict], tag: str) -> Path | None:
     for (model, mode, variant), rs in groups.items():
         label = f"{model} {'fwd' if mode == 'forward' else 'fwd+bwd'}{' ckpt' if variant else ''}"
         style = "-o" if mode == "forward" else ("--s" if not variant else ":^")
-        xs, color = [r["n_samples"] for r in rs], plots.color(names.index(model))
+        xs, color = [r["n_samples"] for r in rs], f"C{names.index(model) % 10}"
         for panel, key in zip(panels, ("input_samples_per_s", "peak_mib_per_item"), strict=True):
-            panel.series.append(plots.Series(label, xs, [r.get(key) for r in rs], style, color))
-    return plots.save_panels(path, panels)
+            panel.series.append(harness.Series(label, xs, [r.get(key) for r in rs], style, color))
+    return harness.save_panels(path, panels)
 
 
 SWEEP_COLUMNS = [
     "model", "mode", "variant", "n_samples", "batch", "tokens_per_item", "backend", "ms",
     "input_samples_per_s", "tokens_per_s", "peak_mib", "peak_mib_per_item", "skipped",
 ]  # fmt: skip
-#: The line a group's process prints last: its rows as JSON.
-GROUP_MARKER = "clinseq-bench-encoder-rows: "
 
 
 def _log(row: dict) -> None:
@@ -549,12 +508,13 @@ def _groups(quick: bool) -> list[dict[str, Any]]:
 
 
 def run_group(
-    group: dict[str, Any], device: str, s: Settings, quick: bool, threads: int | None
+    group: dict[str, Any], device: str, settings: dict[str, Any], quick: bool, threads: int | None
 ) -> list[dict]:
     """Measure one group in this process (what each child of :func:`run` does)."""
+    s = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
     dev = torch.device(device)
     if dev.type == "cpu":
-        release_freed_memory()  # so that the peak RSS follows the live tensors
+        harness.release_freed_memory()  # so that the peak RSS follows the live tensors
         torch.set_num_threads(threads or 1)
     runner = _Runner(dev, s)
     rows: list[dict] = []
@@ -571,14 +531,13 @@ def run_group(
 
 
 def _run_child(
-    group: dict[str, str], device: str, s: Settings, quick: bool, threads: int | None
+    group: dict[str, Any], device: str, s: Settings, quick: bool, threads: int | None
 ) -> list[dict]:
-    args = {"group": group, "device": device, "settings": asdict(s), "quick": quick, "threads": threads}
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
-    cmd = [sys.executable, "-m", "clinseq.bench.encoder", json.dumps(args)]
-    returncode, rows = run_child_reporting(cmd, env, GROUP_MARKER)
-    if returncode != 0 or rows is None:
-        raise ClinseqError(f"encoder group {group} failed in its process (exit {returncode}; output above)")
+    kwargs = {"group": group, "device": device, "settings": asdict(s), "quick": quick, "threads": threads}
+    env = {**os.environ, **harness.MALLOC_ENV}
+    code, rows, _ = harness.run_in_child("clinseq.bench.encoder:run_group", kwargs, env=env)
+    if rows is None:
+        raise ClinseqError(f"encoder group {group} failed in its process (exit {code}; output above)")
     return rows
 
 
@@ -599,7 +558,7 @@ def run(
     fragmented heap pages), which would hide part of the next group's peak on the CPU; a fresh process also
     starts every group from the same allocator and cache state on CUDA.
     """
-    device = resolve_device(device)
+    device = harness.resolve_device(device)
     s = settings(device, quick)
     if lengths or budget_s:
         s = replace(s, lengths=tuple(lengths or s.lengths), budget_s=budget_s or s.budget_s)
@@ -612,7 +571,7 @@ def run(
         print(f"- {group['kind']}: {label}{': ' + what if what else ''}", flush=True)
         (mode, variant), *_ = group.get("variants", [["", ""]])
         if quick and device == "cpu" and group["kind"] == "eeg" and "chunked" not in variant:
-            out = run_group(group, device, s, quick, threads)  # it only says "not run in --quick"
+            out = run_group(group, device, asdict(s), quick, threads)  # it only says "not run in --quick"
         else:
             out = _run_child(group, device, s, quick, threads)
         {"sweep": rows, "sdpa": sdpa, "eeg": eeg}[group["kind"]].extend(out)
@@ -638,7 +597,7 @@ def run(
         title="scaling of memory and time per item with T (1 = linear, 2 = quadratic)",
     )
 
-    tag = device_tag(device)
+    tag = harness.device_tag(device)
     payload = {
         "settings": {**asdict(s), "channels": CHANNELS, "eeg": EEG, "cpu_threads": threads},
         "models": models,
@@ -648,14 +607,5 @@ def run(
         "scaling": scaling,
         "units": UNITS,
     }
-    path = write_results(f"encoder_{tag}", payload, quick=quick, out_dir=out_dir)
-    figures = [p for p in [_figure(path.with_suffix(".png"), rows, tag)] if p is not None]
-    print(f"wrote {path}" + "".join(f", {f}" for f in figures))
-    return {"json": path, "figures": figures, "result": payload}
-
-
-if __name__ == "__main__":  # one group, in its own process (see run)
-    _args = json.loads(sys.argv[1])
-    _s = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in _args["settings"].items()})
-    _rows = run_group(_args["group"], _args["device"], _s, _args["quick"], _args["threads"])
-    print(GROUP_MARKER + json.dumps(_rows), flush=True)
+    figure = lambda path: _figure(path, rows, tag)  # noqa: E731
+    return harness.report(f"encoder_{tag}", payload, quick=quick, out_dir=out_dir, figure=figure)

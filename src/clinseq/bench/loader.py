@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clinseq.bench import plots
-from clinseq.bench.report import print_table, resolve_device, write_results
-from clinseq.utils import ConfigError, data_root
+from clinseq.bench.harness import need_data, print_table, report, resolve_device, save_bars
 
 __all__ = ["RATE", "WINDOW_S", "ecg_chain", "pmq_chain", "run"]
 
@@ -130,11 +128,7 @@ def run(
 
     resolve_device(device)
     windows = windows or (4_096 if quick else 40_000)
-    ptbxl = data_root() / "ptbxl"
-    if not ptbxl.exists():
-        raise ConfigError(
-            f"the loader suite needs the PTB-XL subset at {ptbxl}; set CLINSEQ_DATA (README, Data)"
-        )
+    ptbxl = need_data("ptbxl", "loader", "the PTB-XL subset")
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="clinseq-bench-"))
     rows = []
@@ -234,16 +228,11 @@ def run(
             "load_average_1min_at_end": "runnable processes (1 min average)",
         },
     }
-    path = write_results("loader_cpu", payload, quick=quick, out_dir=out_dir)
-    figure = plots.save_bars(
-        path.with_suffix(".png"),
-        plots.Bars(
-            f"Input path, PTB-XL 12 x 1,000 windows, batch {batch_size}",
-            "windows per second (wall clock)",
-            [f"{r['path']}, {r['sampler']}, {r['workers']} workers" for r in rows],
-            {"windows/s": [r["windows_per_s"] for r in rows]},
-        ),
-    )
-    figures = [figure] if figure is not None else []
-    print(f"wrote {path}" + "".join(f", {f}" for f in figures))
-    return {"json": path, "figures": figures, "result": payload}
+    labels = [f"{r['path']}, {r['sampler']}, {r['workers']} workers" for r in rows]
+    title = f"Input path, PTB-XL 12 x 1,000 windows, batch {batch_size}"
+
+    def figure(path: Path) -> Path | None:
+        rates = {"windows/s": [r["windows_per_s"] for r in rows]}
+        return save_bars(path, title, "windows per second (wall clock)", labels, rates)
+
+    return report("loader_cpu", payload, quick=quick, out_dir=out_dir, figure=figure)

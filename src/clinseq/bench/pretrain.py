@@ -47,9 +47,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clinseq.bench import plots
-from clinseq.bench.report import device_tag, print_table, repo_root, resolve_device, write_results
-from clinseq.utils import ConfigError, data_root
+from clinseq.bench.harness import (
+    device_tag,
+    need_data,
+    print_table,
+    repo_root,
+    report,
+    resolve_device,
+    save_bars,
+    synchronize,
+)
+from clinseq.utils import ConfigError
 
 __all__ = ["CONFIGS", "QUICK_CONFIGS", "VIEWS", "run"]
 
@@ -70,6 +78,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], str | None]] = {
 }
 
 QUICK_CONFIGS = ("pclr+views", "cpc")
+_STEP_COLUMNS = [
+    "config", "batch", "windows_per_s", "step_ms", "loader_wait_ms", "busy_fraction", "compute_only_step_ms",
+    "loader_only_ms_per_batch",
+]  # fmt: skip
 
 
 def _recipes_dir(recipes: str | Path | None) -> Path:
@@ -104,8 +116,6 @@ def _measure(
     trainer: Any, loader: Any, warmup: int, steps: int, compute_steps: int, loader_batches: int
 ) -> dict[str, Any]:
     import torch
-
-    from clinseq.bench.timing import synchronize
 
     device = trainer.device
     cuda = device.type == "cuda"
@@ -203,11 +213,7 @@ def run(
     if unknown:
         raise ConfigError(f"unknown pretrain configurations {unknown}; choose from {list(CONFIGS)}")
     recipes_dir = _recipes_dir(recipes)
-    ptbxl = data_root() / "ptbxl"
-    if not ptbxl.exists():
-        raise ConfigError(
-            f"the pretrain suite needs the PTB-XL subset at {ptbxl}; set CLINSEQ_DATA (README, Data)"
-        )
+    ptbxl = need_data("ptbxl", "pretrain", "the PTB-XL subset")
     warmup = warmup if warmup is not None else (5 if cuda else (1 if quick else 2))
     steps = steps or (30 if cuda else 3)
     compute_steps = compute_steps if compute_steps is not None else (10 if cuda else 2)
@@ -262,40 +268,15 @@ def run(
                     **result,
                 }
             )
-            print_table(
-                rows[-1:],
-                [
-                    "config",
-                    "batch",
-                    "windows_per_s",
-                    "step_ms",
-                    "loader_wait_ms",
-                    "busy_fraction",
-                    "compute_only_step_ms",
-                    "loader_only_ms_per_batch",
-                ],
-            )
+            print_table(rows[-1:], _STEP_COLUMNS)
             del trainer, task, data
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     busy_name = "GPU busy" if cuda else "in-step (CPU)"
     print()
-    columns = [
-        "config",
-        "encoder",
-        "batch",
-        "num_workers",
-        "windows_per_s",
-        "step_ms",
-        "loader_wait_ms",
-        "busy_fraction",
-        "compute_only_step_ms",
-        "loader_overhead",
-        "loader_only_ms_per_batch",
-        "epochs_started",
-        "loader_restarts",
-    ]
+    columns = ["config", "encoder", "batch", "num_workers", *_STEP_COLUMNS[2:], "loader_overhead"]
+    columns += ["epochs_started", "loader_restarts"]
     print_table(rows, columns, title=f"pretraining step on {device} (busy_fraction = {busy_name})")
     tag = device_tag(device)
     payload = {
@@ -334,19 +315,14 @@ def run(
             "cpu_threads": "torch intra-op threads",
         },
     }
-    path = write_results(f"pretrain_{tag}", payload, quick=quick, out_dir=out_dir)
-    figure = plots.save_bars(
-        path.with_suffix(".png"),
-        plots.Bars(
-            f"Pretraining step on {tag}: where the time goes (PTB-XL subset)",
-            "milliseconds per step",
-            [f"{r['config']} (batch {r['batch']}, {r['num_workers']} workers)" for r in rows],
-            {
-                "in the step": [r["step_ms"] - r["loader_wait_ms"] for r in rows],
-                "waiting for the loader": [r["loader_wait_ms"] for r in rows],
-            },
-        ),
-    )
-    figures = [figure] if figure is not None else []
-    print(f"wrote {path}" + "".join(f", {f}" for f in figures))
-    return {"json": path, "figures": figures, "result": payload}
+    labels = [f"{r['config']} (batch {r['batch']}, {r['num_workers']} workers)" for r in rows]
+    split = {
+        "in the step": [r["step_ms"] - r["loader_wait_ms"] for r in rows],
+        "waiting for the loader": [r["loader_wait_ms"] for r in rows],
+    }
+
+    def figure(path: Path) -> Path | None:
+        title = f"Pretraining step on {tag}: where the time goes (PTB-XL subset)"
+        return save_bars(path, title, "milliseconds per step", labels, split)
+
+    return report(f"pretrain_{tag}", payload, quick=quick, out_dir=out_dir, figure=figure)

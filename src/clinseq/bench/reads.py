@@ -10,7 +10,7 @@ and numeric libraries to one thread (``threadpoolctl``; torch one thread). The d
 
 Figures: windows/s by wall clock and per second of this process's CPU time (on a machine shared with
 other jobs the wall rate includes waiting for the core), µs per window, and the store's speed-up over
-each reference reader. Writes ``window_reads.json`` (+ ``window_reads.png``).
+each reference reader. Writes ``reads_cpu.json`` (+ ``reads_cpu.png``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from clinseq.bench import plots
-from clinseq.bench.report import print_table, resolve_device, write_results
-from clinseq.utils import ConfigError, data_root
+from clinseq.bench.harness import need_data, print_table, report, resolve_device, save_bars
 
 __all__ = ["WINDOW", "run"]
 
@@ -96,15 +94,6 @@ def check(reference: list[np.ndarray], store: Any, ids, starts, scale: float, wh
             raise AssertionError(f"store and {what} disagree on recording {rid} at sample {start}")
 
 
-def _need(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise ConfigError(
-            f"the reads suite needs {what} at {path}; set CLINSEQ_DATA to the folder holding ptbxl/ and "
-            "eeg/eegmat/ (see README.md, Data)"
-        )
-    return path
-
-
 def run(
     *,
     device: str = "cpu",
@@ -132,8 +121,8 @@ def run(
     windows = windows or (2_000 if quick else 20_000)
     wfdb_windows = wfdb_windows or (200 if quick else 1_000)
     mne_windows = mne_windows or (200 if quick else 1_000)
-    ptbxl = _need(data_root() / "ptbxl", "the PTB-XL subset")
-    eegmat = _need(data_root() / "eeg" / "eegmat", "the EEGMAT EDF files")
+    ptbxl = need_data("ptbxl", "reads", "the PTB-XL subset")
+    eegmat = need_data("eeg/eegmat", "reads", "the EEGMAT EDF files")
     cpus = pin_to_one_cpu()
     torch.set_num_threads(1)
     mne.set_log_level("ERROR")
@@ -230,17 +219,11 @@ def run(
             "ecg_ratio_over_wfdb": "speed-up factor (x)",
         },
     }
-    path = write_results("window_reads", payload, quick=quick, out_dir=out_dir)
-    figure = plots.save_bars(
-        path.with_suffix(".png"),
-        plots.Bars(
-            f"Random {WINDOW}-sample window reads, one core (ECG: PTB-XL 12 leads; EEG: EEGMAT)",
-            "windows per second (log scale)",
-            [f"ECG: {r['reader']}" for r in ecg_rows] + [f"EEG: {r['reader']}" for r in eeg_rows],
-            {"windows/s": [r["windows_per_s"] for r in ecg_rows + eeg_rows]},
-            logx=True,
-        ),
-    )
-    figures = [figure] if figure is not None else []
-    print(f"wrote {path}" + "".join(f", {f}" for f in figures))
-    return {"json": path, "figures": figures, "result": payload}
+    labels = [f"ECG: {r['reader']}" for r in ecg_rows] + [f"EEG: {r['reader']}" for r in eeg_rows]
+    title = f"Random {WINDOW}-sample window reads, one core (ECG: PTB-XL 12 leads; EEG: EEGMAT)"
+    rates = {"windows/s": [r["windows_per_s"] for r in ecg_rows + eeg_rows]}
+
+    def figure(path: Path) -> Path | None:
+        return save_bars(path, title, "windows per second (log scale)", labels, rates, logx=True)
+
+    return report("reads_cpu", payload, quick=quick, out_dir=out_dir, figure=figure)
