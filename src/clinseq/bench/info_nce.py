@@ -157,7 +157,7 @@ def measure_grouped(
     if backend == "torch":  # the chunks' rows × columns
         logits = sum((i1 - i0) * (hi - lo) for i0, i1, lo, hi in _chunks(groups, groups, n, n, None))
     else:  # visited tiles × tile area, from a counting variant of the kernel (one extra launch)
-        cfg = tile_config("fwd", u.device, dim)
+        cfg = tile_config("fwd", u.device, dim, u.dtype)
         with count_visited_tiles() as log:
             grouped_info_nce(u.detach(), u.detach(), ids, ids, 1.0, q_groups=groups, k_groups=groups)
         logits = int(log[0][1].sum()) * cfg.block_m * cfg.block_n
