@@ -86,17 +86,17 @@ def measure_conversion(src: Path, out: Path, workers: int | None, repeat: int = 
     for r in range(repeat):
         target = out.with_name(f"{out.name}-{r}")
         kwargs = {"src": str(src), "out": str(target), "workers": workers}
-        code, run, _ = run_in_child("clinseq.bench.ehr:convert_in_this_process", kwargs)
-        if run is None:
+        code, one, _ = run_in_child("clinseq.bench.ehr:convert_in_this_process", kwargs)
+        if one is None:
             raise ClinseqError(f"converting {src} failed in its process (exit {code}; output above)")
-        runs.append(run)
+        runs.append(one)
         if r < repeat - 1:
             shutil.rmtree(target)
     shutil.move(str(out.with_name(f"{out.name}-{repeat - 1}")), str(out))
-    result = dict(min(runs, key=lambda run: run["wall_s"]))
-    result["runs_wall_s"] = [round(run["wall_s"], 2) for run in runs]
-    result["runs_cpu_s"] = [round(run["cpu_s"], 2) for run in runs]
-    result["peak_rss_mib"] = max(run["peak_rss_mib"] for run in runs)
+    result = dict(min(runs, key=lambda one: one["wall_s"]))
+    result["runs_wall_s"] = [round(one["wall_s"], 2) for one in runs]
+    result["runs_cpu_s"] = [round(one["cpu_s"], 2) for one in runs]
+    result["peak_rss_mib"] = max(one["peak_rss_mib"] for one in runs)
     result["source_rows_per_s"] = result["source_rows"] / result["wall_s"]
     result["source_rows_per_cpu_s"] = result["source_rows"] / result["cpu_s"]
     return result

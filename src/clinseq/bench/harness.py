@@ -42,6 +42,7 @@ import threading
 import time
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import import_module
@@ -173,7 +174,7 @@ def measure(
     peak = None
     for i in range(max(repeats, 1)):
         mem = PeakMemory(device) if i == 0 and memory else None
-        with mem or _Nothing():
+        with mem or nullcontext():
             if device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
@@ -189,14 +190,6 @@ def measure(
         if budget_s is not None and sum(times) > budget_s:
             break
     return Measurement(statistics.median(times), times, first, peak, result)
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def fit_exponent(points: Iterable[tuple[float, float]]) -> float | None:
