@@ -15,6 +15,12 @@ Encoders (``clinseq.models``) and what their *tokens* are (the sequence the enco
   2, 2, 2, 512 filters) with a GRU of 256; tokens = T / 160 frames.
 - ``PatchTransformer``: the defaults (patch 50, dim 128, depth 4, 4 heads, channel-independent tokens,
   RoPE); tokens = 12 · T / 50. Also forward + backward with ``checkpointing=True``.
+- ``S4DEncoder``: 4 residual S4D blocks of width 64 (d_state 64, bidirectional, kernels as long as the
+  input), stride 1; tokens = frames = T. Also with ``checkpointing=True``.
+- ``SGConvEncoder (SL-S4Wave)``: 4 WaveNet blocks of width 64, two bidirectional SGConv layers of 128
+  channels each (kernel_dim 32, max_length 2^20: global kernels up to T = 1,048,576), stride 1; tokens =
+  frames = T. Also with ``checkpointing=True``. Both apply their kernels by FFT: time ∝ T log T (a fitted
+  exponent of 1 + 1/ln T ≈ 1.1 over these lengths), memory ∝ T.
 
 Modes: ``forward`` = inference (eval mode, no gradients); ``forward+backward`` = train mode, the pooled
 embedding's mean square backpropagated to every parameter (gradients set to None before each step, so
@@ -25,7 +31,8 @@ Figures per row: ``ms`` (median step), ``items_per_s`` (batch items — "samples
 ``input_samples_per_s`` (B·T per second, per channel), ``tokens_per_s``, ``peak_mib`` (beyond the memory in
 use before the step: CUDA tensors, or the CPU process's resident set) and ``peak_mib_per_item``.
 ``scaling`` fits log(memory per item) and log(time per item) against log(T), over all measured lengths
-and over the one-item lengths alone: exponent 1 is linear, 2 quadratic.
+and over the one-item lengths alone: exponent 1 is linear, 2 quadratic. ``models=(...)`` restricts the run
+to the named encoders' sweeps (no SDPA or EEG sections) and writes ``encoder_<device>_<models>.json``.
 
 Sections besides the sweep: ``sdpa`` — PatchTransformer forward + backward with each SDPA backend forced
 (``flash``, ``efficient``, ``cudnn``, ``math``; a backend that does not take the input is listed as
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -102,7 +110,14 @@ class Spec:
 
 
 def _specs() -> list[Spec]:
-    from clinseq.models import CPCEncoder, PatchTransformer, cpc_mehari2022, resnet1d_pclr
+    from clinseq.models import (
+        CPCEncoder,
+        PatchTransformer,
+        S4DEncoder,
+        SGConvEncoder,
+        cpc_mehari2022,
+        resnet1d_pclr,
+    )
 
     def frames(m: Any, t: int) -> int:
         return int(m.frames(t))
@@ -123,6 +138,22 @@ def _specs() -> list[Spec]:
             lambda m, t: int(m.n_tokens(t)),
             "channel-patch tokens (12·T/50)",
             2.0,
+            (("forward", ""), ("forward+backward", ""), ("forward+backward", "checkpointing")),
+        ),
+        Spec(
+            "S4DEncoder",
+            lambda c: S4DEncoder(c, dim=64, depth=4, stack="residual", d_state=64),
+            frames,
+            "frames (T: stride 1)",
+            1.1,
+            (("forward", ""), ("forward+backward", ""), ("forward+backward", "checkpointing")),
+        ),
+        Spec(
+            "SGConvEncoder (SL-S4Wave)",
+            lambda c: SGConvEncoder(c, dim=64, depth=4, stack="wavenet", max_length=1 << 20),
+            frames,
+            "frames (T: stride 1)",
+            1.1,
             (("forward", ""), ("forward+backward", ""), ("forward+backward", "checkpointing")),
         ),
     ]
@@ -404,6 +435,7 @@ def _scaling(rows: list[dict], sdpa: list[dict]) -> list[dict]:
     for (model, mode, variant), rs in groups.items():
         one = [r for r in rs if r["batch"] == 1]
         mem_one = fit_exponent((r["n_samples"], r["peak_mib"]) for r in one) if len(one) >= 2 else None
+        time_one = fit_exponent((r["n_samples"], r["ms"]) for r in one) if len(one) >= 2 else None
         row = {
             "model": model,
             "mode": mode,
@@ -412,6 +444,7 @@ def _scaling(rows: list[dict], sdpa: list[dict]) -> list[dict]:
             "memory_exponent": fit_exponent((r["n_samples"], r["peak_mib_per_item"]) for r in rs),
             "memory_exponent_one_item": mem_one,
             "time_exponent": fit_exponent((r["n_samples"], r["ms"] / r["batch"]) for r in rs),
+            "time_exponent_one_item": time_one,
         }
         if row["memory_exponent"] is not None or row["time_exponent"] is not None:
             out.append(row)
@@ -435,6 +468,7 @@ UNITS = {
     "memory_exponent": "dimensionless: slope of log(peak MiB per item) vs log(T), all lengths; 1 = linear",
     "memory_exponent_one_item": "dimensionless: the same over the lengths run one item per step",
     "time_exponent": "dimensionless: slope of log(step time per item) vs log(T)",
+    "time_exponent_one_item": "dimensionless: the same over the lengths run one item per step",
     "batch_samples": "signal samples per channel per batch",
     "warmup": "untimed steps before timing",
     "repeats": "timed steps (at most)",
@@ -483,12 +517,15 @@ def _log(row: dict) -> None:
     print("  " + ", ".join(shown), flush=True)
 
 
-def _groups(quick: bool) -> list[dict[str, Any]]:
+def _groups(quick: bool, models: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Every group of rows, in order; each is measured in a fresh process (see :func:`run`). A full run
     gives every (model, mode), SDPA backend and EEG case its own process; a quick run, whose largest
     step holds a few hundred MiB, one process per model, one for the SDPA backends and one per EEG case
-    (saving a dozen interpreter starts)."""
+    (saving a dozen interpreter starts). ``models``: only these encoders' sweeps (no SDPA, no EEG)."""
     from clinseq.models.attention import SDPA_BACKENDS
+
+    if models is not None:
+        return [g for g in _groups(quick) if g["kind"] == "sweep" and g["model"] in models]
 
     if quick:
         groups: list[dict[str, Any]] = [
@@ -549,9 +586,13 @@ def run(
     lengths: tuple[int, ...] | None = None,
     budget_s: float | None = None,
     threads: int | None = None,
+    models: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Run the encoder suite, print its tables, write ``encoder_<device>.json`` (+ PNG); returns
     ``{"json": path, "figures": [paths], "result": payload}``.
+
+    ``models``: measure only these encoders' sweeps (names as in the tables, e.g. ``S4DEncoder``); the
+    result is then ``encoder_<device>_<names>.json``, beside (never over) the full run's file.
 
     Each group of rows (one model and mode over the lengths, one forced SDPA backend, one EEG case) runs
     in a fresh Python process: memory a group frees is not always returned to the OS (glibc keeps
@@ -559,13 +600,16 @@ def run(
     starts every group from the same allocator and cache state on CUDA.
     """
     device = harness.resolve_device(device)
+    names = [spec.name for spec in _specs()]
+    if models is not None and not set(models) <= set(names):
+        raise ClinseqError(f"unknown encoder(s) {sorted(set(models) - set(names))}; the suite has {names}")
     s = settings(device, quick)
     if lengths or budget_s:
         s = replace(s, lengths=tuple(lengths or s.lengths), budget_s=budget_s or s.budget_s)
     threads = threads or (None if device.startswith("cuda") else 1)
     print(f"encoder sweep on {device} ({s.precision}), lengths {s.lengths}, batch_samples {s.batch_samples}")
     rows, sdpa, eeg = [], [], []
-    for group in _groups(quick):
+    for group in _groups(quick, models):
         label = group.get("model") or ", ".join(group.get("backends", [])) or "EEG"
         what = "; ".join(" ".join(filter(None, v)) for v in group.get("variants", []))
         print(f"- {group['kind']}: {label}{': ' + what if what else ''}", flush=True)
@@ -578,6 +622,8 @@ def run(
     scaling = _scaling(rows, sdpa)
     models = []
     for spec in _specs():
+        if models is not None and spec.name not in models:
+            continue
         model = spec.build(CHANNELS)
         n_params = sum(p.numel() for p in model.parameters())
         models.append({"model": spec.name, "parameters": n_params, "tokens": spec.token_kind})
@@ -593,7 +639,15 @@ def run(
     print()
     print_table(
         scaling,
-        ["model", "mode", "variant", "memory_exponent", "memory_exponent_one_item", "time_exponent"],
+        [
+            "model",
+            "mode",
+            "variant",
+            "memory_exponent",
+            "memory_exponent_one_item",
+            "time_exponent",
+            "time_exponent_one_item",
+        ],
         title="scaling of memory and time per item with T (1 = linear, 2 = quadratic)",
     )
 
@@ -608,4 +662,7 @@ def run(
         "units": UNITS,
     }
     figure = lambda path: _figure(path, rows, tag)  # noqa: E731
-    return harness.report(f"encoder_{tag}", payload, quick=quick, out_dir=out_dir, figure=figure)
+    name = f"encoder_{tag}"
+    if models is not None:
+        name += "_" + "_".join(re.sub(r"[^a-z0-9]+", "", m.lower().split(" (")[0]) for m in models)
+    return harness.report(name, payload, quick=quick, out_dir=out_dir, figure=figure)
