@@ -1,4 +1,4 @@
-"""Compile the grouped-InfoNCE kernels for NVIDIA targets without a GPU: resources, spills, instructions.
+"""Compile the grouped-InfoNCE kernels for GPU targets without a GPU: resources, spills, instructions.
 
 Triton's interpreter runs the kernels' Python, not its code generator: a kernel can pass every
 interpreted test and still fail to compile, ask for more shared memory than its GPU has (a launch then
@@ -7,7 +7,7 @@ This script lowers each pass to PTX and a cubin at the tile table's configuratio
 dtype, D) and reads the resources with the ``cuobjdump`` shipped in Triton's wheel::
 
     TRITON_INTERPRET=0 .venv/bin/python tests/kernels/gpu_compile.py \
-        --arch 80 86 89 90 --dtypes fp32 bf16 fp16 --dims 128 256 512 1024 \
+        --arch 80 86 89 90 gfx942 --dtypes fp32 bf16 fp16 --dims 128 256 512 1024 \
         --json benchmarks/results/info_nce_compile_matrix.json
 
 Each row: ``regs`` per thread, ``spill_bytes`` (stack + local: > 0 means register spills), ``shared``
@@ -18,6 +18,9 @@ variant is the heaviest one (int64 ids, groups, exclude_self, symmetric, learnab
 and strides carry the divisibility-by-16 hint a real launch with D % 16 == 0 gets, the row counts none
 (``do_not_specialize``). D is a runtime argument, so two D that select the same table row compile to
 the same binary: it is compiled once and the row says ``same_binary_as``.
+``gfx942`` is AMD's MI300 (ROCm), which takes the table's fallback rows: it is lowered to AMDGCN with
+the linker built into Triton, and its row reads VGPRs, VGPR spills, LDS (64 KB) and ``mfma`` counts from
+the assembly's metadata.
 ``test_gpu_compile.py`` runs a subset of it in a subprocess (the test session interprets the kernels).
 """
 
@@ -52,10 +55,11 @@ _POINTERS = {
 _ALIGNED_INTS = {"D", "stride_q", "stride_k", "stride_x", "stride_y", "stride_dx"}
 _CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
-#: Table key of each compiled architecture.
-GENERATION = {80: "sm80", 86: "sm86", 89: "sm86", 90: "sm90"}
-#: Largest dynamic shared memory per block (opt-in), bytes: A100 163 KB, sm_86/89 99 KB, H100 227 KB.
-SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
+#: Table key of each compiled architecture (gfx942 = AMD MI300 on ROCm, which takes the fallback rows).
+GENERATION = {"80": "sm80", "86": "sm86", "89": "sm86", "90": "sm90", "gfx942": "fallback"}
+#: Largest shared memory (LDS on AMD) per block, bytes: A100 163 KB, sm_86/89 99 KB, H100 227 KB,
+#: MI300 64 KB.
+SHARED_LIMIT = {"80": 163 * 1024, "86": 99 * 1024, "89": 99 * 1024, "90": 227 * 1024, "gfx942": 64 * 1024}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -112,7 +116,7 @@ def _constexprs(
 
 
 def compile_variant(
-    arch: int,
+    arch: str,
     kind: str,
     dim: int,
     *,
@@ -130,9 +134,25 @@ def compile_variant(
     sig, attrs = _signature(fn, const, dtype, id_dtype)
     kernel = triton.compile(
         ASTSource(fn, sig, constexprs=const, attrs=attrs),
-        target=GPUTarget("cuda", arch, 32),
+        target=GPUTarget("hip", arch, 64) if arch.startswith("gfx") else GPUTarget("cuda", int(arch), 32),
         options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages),
     )
+    shared = int(kernel.metadata.shared)
+    common = {
+        "dtype": dtype,
+        "dim": dim,
+        "kind": kind,
+        "ids": id_dtype,
+        "groups": groups,
+        "symmetric": symmetric,
+        "normalized": normalized if kind == "fwd" else None,
+        "config": cfg.__dict__,
+        "resident": cfg.block_d >= dim,
+        "shared": shared,
+        "shared_limit": SHARED_LIMIT[arch],
+    }
+    if arch.startswith("gfx"):
+        return {"arch": arch, **common, **_amd_resources(kernel.asm["amdgcn"], shared, SHARED_LIMIT[arch])}
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()
@@ -144,30 +164,39 @@ def compile_variant(
         raise RuntimeError(f"no resource line in cuobjdump output: {out[-500:]}")
     regs, stack, local = map(int, usage.groups())
     ptx = kernel.asm["ptx"]
-    shared = int(kernel.metadata.shared)
     threads = 32 * cfg.num_warps
     return {
         "arch": f"sm_{arch}",
-        "dtype": dtype,
-        "dim": dim,
-        "kind": kind,
-        "ids": id_dtype,
-        "groups": groups,
-        "symmetric": symmetric,
-        "normalized": normalized if kind == "fwd" else None,
-        "config": cfg.__dict__,
-        "resident": cfg.block_d >= dim,
+        **common,
         "regs": regs,
         "stack": stack,
         "local": local,
         "spill_bytes": stack + local,
-        "shared": shared,
-        "shared_limit": SHARED_LIMIT[arch],
         # A launch fails with OutOfResources past the shared-memory limit or 64 K registers per block.
         "fits": shared <= SHARED_LIMIT[arch] and regs * threads <= 65536,
         "wgmma": len(re.findall(r"\bwgmma\.mma_async\b", ptx)),
         "mma_sync": len(re.findall(r"\bmma\.sync\b", ptx)),
         "fma_f32": len(re.findall(r"\bfma\.rn\.f32\b", ptx)),
+    }
+
+
+def _amd_resources(amdgcn: str, shared: int, limit: int) -> dict:
+    """Registers, spills and matrix instructions of an AMD kernel from its assembly's metadata."""
+
+    def field(name: str) -> int:
+        found = re.search(rf"\.{name}:\s*(\d+)", amdgcn)
+        return int(found.group(1)) if found else 0
+
+    vgprs, spills = field("vgpr_count"), field("vgpr_spill_count")
+    return {
+        "regs": vgprs,
+        "sgpr_spills": field("sgpr_spill_count"),  # to VGPR lanes, not memory
+        "spill_bytes": 4 * spills,  # VGPR spills to scratch memory, bytes per lane
+        "fits": shared <= limit and vgprs <= 512,
+        "mfma": len(re.findall(r"\bv_mfma_", amdgcn)),
+        "wgmma": 0,
+        "mma_sync": 0,
+        "fma_f32": len(re.findall(r"\bv_(?:pk_)?fma_f32\b", amdgcn)),
     }
 
 
@@ -192,20 +221,20 @@ def compile_matrix(archs, dtypes, dims, kinds, normalized=False, log=print) -> l
 
 def summary(rows: list[dict]) -> str:
     """One line per (arch, dtype, D): fits, spills and instruction mix of fwd / dq / dk."""
-    lines = [f"{'arch':7} {'dtype':5} {'D':>5}  pass: regs spill shared/limit KB  wgmma mma.sync fma"]
+    lines = [f"{'arch':7} {'dtype':5} {'D':>5}  pass: regs spill shared/limit KB  wgmma mma.sync|mfma fma"]
     for r in rows:
         lines.append(
             f"{r['arch']:7} {r['dtype']:5} {r['dim']:>5}  {r['kind']:3}: {r['regs']:>3} "
             f"{r['spill_bytes']:>5} {r['shared'] / 1024:6.1f}/{r['shared_limit'] / 1024:.0f}"
             f"{'' if r['fits'] else ' OUT OF RESOURCES'}"
-            f"  {r['wgmma']:>4} {r['mma_sync']:>4} {r['fma_f32']:>5}"
+            f"  {r['wgmma']:>4} {r['mma_sync'] + r.get('mfma', 0):>4} {r['fma_f32']:>5}"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", type=int, nargs="*", default=[90], choices=sorted(GENERATION))
+    parser.add_argument("--arch", nargs="*", default=["90"], choices=sorted(GENERATION))
     parser.add_argument("--dtypes", nargs="*", default=["bf16"], choices=sorted(DTYPES))
     parser.add_argument("--dims", type=int, nargs="*", default=[256])
     parser.add_argument("--kinds", nargs="*", default=["fwd", "dq", "dk"])

