@@ -90,10 +90,11 @@ class PretrainRecipe:
         encoders = {"pretrained": self.task.encoder}
         if cfg.eval.compare_random_init:
             encoders["random init"] = self.initial_encoder
+        # Embedding defaults to the pretraining window and channels; eval.options may override them.
+        embed = {"window_s": cfg.data.window_s, "channels": cfg.data.channels, "progress": cfg.train.progress}
         options = EvalOptions(
             fractions=cfg.eval.fractions, seeds=cfg.eval.seeds, n_boot=cfg.eval.n_boot,
-            window_s=cfg.data.window_s, channels=cfg.data.channels, device=self.ctx.device,
-            progress=cfg.train.progress, **cfg.eval.options,
+            device=self.ctx.device, **{**embed, **cfg.eval.options},
         )  # fmt: skip
         # Each encoder is embedded once per task; every seed redraws only the label-fraction subjects.
         return {

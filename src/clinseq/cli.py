@@ -136,12 +136,10 @@ def _tasks(args: argparse.Namespace, run) -> list:
 
 
 def _encoder_options(run, device: str | None, progress: bool) -> dict:
-    return {
-        "window_s": run.config.data.window_s,
-        "channels": run.config.data.channels,
-        "device": device,
-        "progress": progress,
-    }
+    """How the run's recipe embedded: data.window_s and data.channels, unless its eval.options override."""
+    options = {"window_s": run.config.data.window_s, "channels": run.config.data.channels}
+    options.update({k: v for k, v in run.config.eval.options.items() if k in options})
+    return {**options, "device": device, "progress": progress}
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -151,14 +149,14 @@ def _eval(args: argparse.Namespace) -> None:
     run = load_run(args.run, store=args.store)
     tasks = _tasks(args, run)
     cfg = run.config.eval
-    options = {k: v for k, v in cfg.options.items() if k in EvalOptions.fields()}
+    # As the recipe: the run's embedding settings, then its eval.options, then the command line.
+    options = {**_encoder_options(run, args.device, not args.quiet), **cfg.options}
     if args.folds is not None:
         options["folds"] = args.folds
     options = EvalOptions(
         fractions=args.fractions or cfg.fractions,
         seeds=args.seeds or cfg.seeds,
         n_boot=cfg.n_boot if args.n_boot is None else args.n_boot,
-        **_encoder_options(run, args.device, not args.quiet),
         **options,
     )
     out = args.out or args.run / "eval"
@@ -183,7 +181,12 @@ def _embed(args: argparse.Namespace) -> None:
     else:
         examples = all_recordings(run.store, run.config.data.modality)
     encoder = run.encoders["pretrained" if args.weights == "pretrained" else "random init"]
-    featurize = EncoderFeatures(encoder, **_encoder_options(run, args.device, not args.quiet))
+    embedding = {
+        k: run.config.eval.options[k] for k in ("window_s", "channels") if k in run.config.eval.options
+    }
+    featurize = EncoderFeatures(
+        encoder, **{**_encoder_options(run, args.device, not args.quiet), **embedding}
+    )
     table = embedding_table(featurize(run.store, examples), examples)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.write_parquet(args.out)

@@ -329,6 +329,11 @@ def all_recordings(store: TimelineStore, modality: str | None = None) -> Example
     rec = store.recordings
     if modality is not None and "modality" in rec.columns:
         rec = rec.filter(pl.col("modality") == modality)
+    if rec.height == 0:
+        raise ConfigError(
+            f"{store.path} holds no recordings{f' of modality {modality}' if modality else ''} to embed; "
+            "for events (EHR) pass labels with subject_id and prediction_time"
+        )
     keys, subjects = _recording_keys(store, rec.sort("recording_id")["recording_id"].to_numpy())
     return Examples("recordings", keys, np.zeros((keys.height, 0), np.uint8), [], subjects, None)
 

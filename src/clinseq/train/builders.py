@@ -196,10 +196,12 @@ def validate_components(config: PretrainConfig) -> None:
         for name in config.eval.tasks:
             if name not in TASKS:
                 raise unknown_key(f"eval.tasks={name}", name, list(TASKS))
-        fixed = ("fractions", "seeds", "n_boot", "window_s", "device")
+        # window_s and channels default to data.*, and an option may override them (e.g. a shorter window).
+        fixed = ("fractions", "seeds", "n_boot", "device")
         for key in config.eval.options:
             if key in fixed:
-                raise ConfigError(f"eval.options.{key} is set by the recipe (eval.{key} or data.{key})")
+                where = "run.device" if key == "device" else f"eval.{key}"
+                raise ConfigError(f"eval.options.{key} is set by the recipe from {where}; set that instead")
             if key not in EvalOptions.fields():
                 raise unknown_key(
                     f"eval.options.{key}", key, [k for k in EvalOptions.fields() if k not in fixed]
