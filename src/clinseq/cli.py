@@ -11,7 +11,7 @@ from pathlib import Path
 
 from clinseq.bench import SUITES
 from clinseq.io.sources import SOURCES
-from clinseq.utils import ClinseqError
+from clinseq.utils import ClinseqError, ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--device", default=None, help="e.g. cuda (default cpu)")
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    _add_meds_commands(commands)
+
     bench = commands.add_parser("bench", help="run throughput benchmarks (tables + JSON + PNG)")
     bench.add_argument("suites", nargs="+", choices=(*SUITES, "all"))
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -116,6 +118,91 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, help="the store to use (default the run's data.store)")
     parser.add_argument("--device", default=None, help="e.g. cuda (default cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_meds_commands(commands: argparse._SubParsersAction) -> None:
+    """``clinseq meds …``: ACES labels, the MEDS-DEV model steps, meds-evaluation scoring."""
+    meds = commands.add_parser(
+        "meds",
+        help="MEDS tasks: ACES labels, MEDS-DEV model steps (pretrain/train/predict), meds-evaluation",
+        description="EHR tasks in MEDS terms. The MEDS-DEV model entry recipes/meds_dev/clinseq/model.yaml "
+        "runs pretrain, train and predict; labels and evaluate need the [meds] extra (ACES, "
+        "meds-evaluation).",
+    )
+    steps = meds.add_subparsers(dest="step", required=True)
+    labels = steps.add_parser("labels", help="extract a task's labels with ACES (MEDS label schema Parquet)")
+    labels.add_argument("task", help="a MEDS-DEV task name (e.g. mortality/in_icu/first_24h) or an ACES YAML")
+    labels.add_argument("data", type=Path, help="a clinseq EHR store or a MEDS dataset")
+    labels.add_argument("out", type=Path, help="labels Parquet file to write")
+    labels.add_argument(
+        "--predicates", type=Path, help="ACES predicates YAML (default for MEDS-DEV names: MIMIC-IV)"
+    )
+    pre = steps.add_parser(
+        "pretrain", help="MEDS-DEV unsupervised train: import the dataset, pretrain a recipe"
+    )
+    pre.add_argument("dataset_dir", type=Path, help="MEDS dataset root (data/, metadata/)")
+    pre.add_argument("output_dir", type=Path, help="receives store/ and run/")
+    pre.add_argument(
+        "--config", type=Path, required=True, help="recipe YAML, e.g. recipes/mimic_iv/patient_contrast.yaml"
+    )
+    pre.add_argument("--profile", help="a profile of the recipe, e.g. smoke")
+    pre.add_argument("--demo", default="false", help="MEDS-DEV's {demo}: true selects the smoke profile")
+    pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    train = steps.add_parser("train", help="MEDS-DEV supervised train: probe on frozen embeddings")
+    predict = steps.add_parser("predict", help="MEDS-DEV supervised predict: predictions.parquet")
+    for step in (train, predict):
+        step.add_argument("dataset_dir", type=Path, help="MEDS dataset root (the one pretrained on)")
+        step.add_argument("labels_dir", type=Path, help="MEDS label Parquet file(s) of the task")
+        step.add_argument("output_dir", type=Path)
+        step.add_argument("--init", type=Path, required=True, help="the previous step's output_dir")
+    predict.add_argument("--split", default="held_out", help="MEDS split whose labels are predicted")
+    evaluate = steps.add_parser("evaluate", help="score a predictions Parquet with meds-evaluation")
+    evaluate.add_argument("predictions", type=Path)
+    evaluate.add_argument("--out", type=Path, help="write the metrics JSON here")
+
+
+def _meds(args: argparse.Namespace) -> int:
+    if args.step == "labels":
+        from clinseq.eval.meds_labels import aces_labels
+
+        labels = aces_labels(args.task, args.data, predicates=args.predicates, out=args.out)
+        print(
+            f"wrote {args.out}: {labels.height} predictions, {int(labels['boolean_value'].sum())} positive, "
+            f"{labels['subject_id'].n_unique()} subjects"
+        )
+        return 0
+    if args.step == "evaluate":
+        import json
+
+        import polars as pl
+
+        from clinseq.eval.meds_predictions import score_predictions
+
+        if not args.predictions.is_file():
+            raise ConfigError(f"{args.predictions}: no such predictions file")
+        metrics = score_predictions(pl.read_parquet(args.predictions))
+        text = json.dumps(metrics, indent=1, default=float)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+        for weighting, values in metrics.items():
+            scalars = {k: round(float(v), 4) for k, v in values.items() if isinstance(v, (int, float))}
+            print(weighting, scalars)
+        return 0
+    from clinseq.train import meds_dev
+
+    if args.step == "pretrain":
+        demo = str(args.demo).strip().lower() in ("1", "true", "yes")
+        profile = args.profile or ("smoke" if demo else None)
+        run = meds_dev.pretrain(
+            args.dataset_dir, args.output_dir, args.config, profile=profile, overrides=args.overrides
+        )
+        print(f"pretrained {run}")
+    elif args.step == "train":
+        print(f"probe in {meds_dev.fit_probe(args.labels_dir, args.output_dir, args.init)}")
+    else:
+        print(f"wrote {meds_dev.predict(args.labels_dir, args.output_dir, args.init, split=args.split)}")
+    return 0
 
 
 def _tasks(args: argparse.Namespace, run) -> list:
@@ -222,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             _eval(args)
         elif args.command == "embed":
             _embed(args)
+        elif args.command == "meds":
+            return _meds(args)
         elif args.command == "bench":
             from clinseq.bench import main as bench_main
 

@@ -113,6 +113,23 @@ def ptbxl_split(store: TimelineStore | pl.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+def store_split(store: TimelineStore | pl.DataFrame) -> dict[str, np.ndarray]:
+    """The store's own split: split name → sorted patient ids, from ``patients.parquet`` ``split``.
+
+    EHR stores carry the split of their source (a MEDS dataset's ``subject_splits``: train / tuning /
+    held_out become train / val / test); converters assign a seeded 80/10/10 one when the source has none.
+    """
+    patients = store if isinstance(store, pl.DataFrame) else store.patients
+    if "split" not in patients.columns or patients["split"].null_count() == patients.height:
+        where = getattr(store, "path", "patients")
+        raise ConfigError(f"{where}: patients.parquet has no split column; convert the source again")
+    out: dict[str, np.ndarray] = {}
+    for name in sorted(patients.drop_nulls("split")["split"].unique().to_list()):
+        ids = patients.filter(pl.col("split") == name)["patient_id"].to_numpy()
+        out[str(name)] = np.sort(ids.astype(np.int64))
+    return out
+
+
 def label_fraction_subset(
     patient_ids: Sequence[int] | np.ndarray, fraction: float, seed: int = 0
 ) -> np.ndarray:

@@ -325,13 +325,16 @@ def pretrain_patients(
     """``(split, patient_ids)``: the patient split and the patients pretraining may read.
 
     "ptbxl" uses ``strat_fold`` (1–8 train, 9 val, 10 test); "random" splits patients 80/10/10 seeded by
-    ``run.seed``. Pretraining sees only ``data.pretrain_splits`` (default: train), so the patients the
-    probe is evaluated on are never seen in pretraining.
+    ``run.seed``; "store" is the store's own split (``patients.parquet``). Pretraining sees only
+    ``data.pretrain_splits`` (default: train), so the patients the probe is evaluated on are never seen in
+    pretraining.
     """
-    from clinseq.data.splits import assert_no_leakage, patient_split, ptbxl_split
+    from clinseq.data.splits import assert_no_leakage, patient_split, ptbxl_split, store_split
 
     if config.data.split == "ptbxl":
         split = ptbxl_split(store)
+    elif config.data.split == "store":
+        split = store_split(store)
     else:
         source: Any = store
         if store.patients.height == 0 and store.has_events:

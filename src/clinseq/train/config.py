@@ -98,7 +98,8 @@ class DataConfig:
         sampling_rate_hz: PTB-XL converts at 100 or 500 Hz; for other sources, recordings at other
             rates are left out (None keeps every recording, which must then share one rate).
         modality: keep recordings of this modality only ("ecg", "eeg"); None keeps all.
-        split: "ptbxl" (strat_fold 1–8 train, 9 val, 10 test) or "random" (by patient, seeded).
+        split: "ptbxl" (strat_fold 1–8 train, 9 val, 10 test), "random" (by patient, seeded) or "store"
+            (the store's own ``split`` column, e.g. a MEDS dataset's train / tuning / held_out).
         pretrain_splits: the splits whose patients' signals pretraining may read (default train only,
             so neither validation nor test patients are seen before the probe).
         window_s: window length in seconds (each view/crop the encoder sees).
@@ -123,7 +124,7 @@ class DataConfig:
     store: str = "stores/ptbxl100"
     sampling_rate_hz: float | None = None
     modality: str | None = None
-    split: Literal["ptbxl", "random"] = "ptbxl"
+    split: Literal["ptbxl", "random", "store"] = "ptbxl"
     pretrain_splits: list[str] = field(default_factory=lambda: ["train"])
     window_s: float = 2.5
     channels: list[str] | None = None
