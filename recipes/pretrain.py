@@ -86,6 +86,7 @@ class PretrainRecipe:
         if not (cfg.eval.enabled and self.ctx.is_main):
             return None
         from clinseq.eval import EvalOptions, evaluate
+        from clinseq.train.restore import eval_featurizers
 
         encoders = {"pretrained": self.task.encoder}
         if cfg.eval.compare_random_init:
@@ -96,9 +97,11 @@ class PretrainRecipe:
             fractions=cfg.eval.fractions, seeds=cfg.eval.seeds, n_boot=cfg.eval.n_boot,
             device=self.ctx.device, **{**embed, **cfg.eval.options},
         )  # fmt: skip
-        # Each encoder is embedded once per task; every seed redraws only the label-fraction subjects.
+        # EHR runs: each encoder reads the events up to each prediction time, beside the code-count baseline.
+        rows = eval_featurizers(cfg, self.data.dataset, encoders, self.ctx.device)
+        # Each row is embedded once per task; every seed redraws only the label-fraction subjects.
         return {
-            task: evaluate(encoders, self.store, task, options, out_dir=self.run_dir / "eval")
+            task: evaluate(rows, self.store, task, options, out_dir=self.run_dir / "eval")
             for task in cfg.eval.tasks
         }
 

@@ -250,7 +250,7 @@ def _eval(args: argparse.Namespace) -> None:
     print(f"{args.run}: checkpoint step {run.step}; store {run.store.path}")
     for task in tasks:
         task.check_store(run.store)
-        evaluate(run.encoders, run.store, task, options, out_dir=out)
+        evaluate(run.featurizers, run.store, task, options, out_dir=out)
     print(f"wrote {out}")
 
 
@@ -265,15 +265,23 @@ def _embed(args: argparse.Namespace) -> None:
         task = get_task(args.task) if args.task else LabelsTable(args.labels)
         task.check_store(run.store)
         examples = task.examples(run.store)
+    elif run.config.data.sampler == "events":
+        raise ClinseqError(
+            f"{args.run} is an EHR run: its examples are (subject_id, prediction_time) labels; pass --task "
+            "(e.g. mimic-iv/mortality/in_icu/first_24h) or --labels FILE (MEDS label schema)"
+        )
     else:
         examples = all_recordings(run.store, run.config.data.modality)
-    encoder = run.encoders["pretrained" if args.weights == "pretrained" else "random init"]
-    embedding = {
-        k: run.config.eval.options[k] for k in ("window_s", "channels") if k in run.config.eval.options
-    }
-    featurize = EncoderFeatures(
-        encoder, **{**_encoder_options(run, args.device, not args.quiet), **embedding}
-    )
+    name = "pretrained" if args.weights == "pretrained" else "random init"
+    if run.config.data.sampler == "events":  # the events up to each prediction time
+        featurize = run.featurizers[name]
+    else:
+        embedding = {
+            k: run.config.eval.options[k] for k in ("window_s", "channels") if k in run.config.eval.options
+        }
+        featurize = EncoderFeatures(
+            run.encoders[name], **{**_encoder_options(run, args.device, not args.quiet), **embedding}
+        )
     table = embedding_table(featurize(run.store, examples), examples)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.write_parquet(args.out)

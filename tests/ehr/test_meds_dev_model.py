@@ -48,7 +48,8 @@ def test_meds_dev_model_commands_run_end_to_end(mimic_store: Path, tmp_path: Pat
     )
     unsup, train, pred = tmp_path / "unsupervised", tmp_path / "train", tmp_path / "predict"
     common = {"dataset_dir": dataset_dir, "model_dir": MODEL_DIR, "demo": True}
-    _run(commands["unsupervised"]["train"].format(output_dir=unsup, **common))
+    # The model's own command, with fewer steps than its demo (smoke) profile, as the smoke-recipe tests do.
+    _run(commands["unsupervised"]["train"].format(output_dir=unsup, **common) + " --set train.max_steps=3")
     assert (unsup / "run" / "config.yaml").is_file() and (unsup / "store" / "manifest.json").is_file()
     run_config = yaml.safe_load((unsup / "run" / "config.yaml").read_text())
     assert run_config["data"]["split"] == "store"  # tuning / held-out subjects never pretrained on

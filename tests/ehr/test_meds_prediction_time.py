@@ -22,10 +22,19 @@ import pytest
 import torch
 
 from clinseq.data.event_sequences import NO_TIME, CodeVocabulary, ValueNormalizer
-from clinseq.data.splits import store_split
+from clinseq.data.splits import split_of_store
+from clinseq.eval import (
+    COUNTS_NAME,
+    CodeCountFeatures,
+    EvalOptions,
+    Examples,
+    LabelsTable,
+    Task,
+    evaluate,
+    event_featurizers,
+)
 from clinseq.eval.code_counts import code_count_matrix
 from clinseq.eval.ehr_features import PredictionTimeEvents, embed_at_prediction_times
-from clinseq.eval.meds_tasks import COUNTS_NAME, evaluate_meds_task
 from clinseq.io.meds import import_meds
 from clinseq.models.event_transformer import EventTransformer
 from clinseq.timeline import TimelineStore
@@ -69,7 +78,7 @@ def planted(mimic_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 def _vocab(store: TimelineStore) -> tuple[CodeVocabulary, ValueNormalizer]:
-    train = store_split(store)["train"]
+    train = split_of_store(store)["train"]
     return CodeVocabulary.fit(store.event_index, train), ValueNormalizer.fit(store.event_index, train)
 
 
@@ -110,24 +119,45 @@ def test_no_event_after_prediction_time_reaches_the_encoder(planted: dict) -> No
     np.testing.assert_array_equal(seen[:, own].toarray().ravel() > 0, labels["boolean_value"].to_numpy())
 
 
+class _CrossFitted(Task):
+    """The labels as a task scored by 5-fold subject cross-fitting: every prediction is scored once."""
+
+    def __init__(self, labels: pl.DataFrame, name: str) -> None:
+        self.table, self.name = LabelsTable(labels, name=name), name
+
+    def examples(self, store: TimelineStore) -> Examples:
+        ex = self.table.examples(store)
+        return Examples(ex.task, ex.keys, ex.y, ex.classes, ex.subjects, None)
+
+
 @pytest.mark.slow
 def test_a_label_known_only_after_prediction_time_stays_at_chance(planted: dict) -> None:
     store, labels = planted["store"], planted["labels"]
     vocab, normalizer = _vocab(store)
+    markers = [f"{MARKER}//{rank}" for rank in range(len(QUANTILES))]
     torch.manual_seed(0)
     encoder = EventTransformer(len(vocab), dim=32, depth=1, n_heads=2)
-    options = {
-        "vocab": vocab, "normalizer": normalizer, "max_len": 64, "fractions": (1.0,), "n_boot": 200,
-        "test_splits": ("val", "test"), "val_splits": (), "print_table": False,
-    }  # fmt: skip
-    at = evaluate_meds_task({"random init": encoder}, store, labels.drop("rank"), task="future", **options)[0]
-    for name in ("random init", COUNTS_NAME):
-        assert abs(at[name].results[0].auroc.point - 0.5) < CHANCE_BAND, (name, at[name].results[0].auroc)
-    # Positive control: the median rows two hours later see their own marker (and the earlier ones').
+    rows = event_featurizers({"random init": encoder}, vocab, normalizer, max_len=64)
+    rows["future markers"] = CodeCountFeatures(codes=markers)  # the one thing that gives the label away
+    # A fixed C: cross-fitted scores of different folds are pooled, so they must share one scale.
+    options = EvalOptions(fractions=(1.0,), n_boot=200, folds=5, C=1.0, print_table=False, progress=False)
+    at = evaluate(rows, store, _CrossFitted(labels.drop("rank"), "future"), options).reports[0]
+    for name in ("random init", COUNTS_NAME, "future markers"):
+        auroc = at[name].results[0].auroc
+        assert at[name].n_test_examples == labels.height
+        assert abs(auroc.point - 0.5) < CHANCE_BAND, (name, auroc)
+    # Exactly: a row's input never holds its own marker nor a later one (earlier rows' markers are past).
+    task = _CrossFitted(labels.drop("rank"), "future")
+    seen = rows["future markers"](store, task.examples(store)) > 0
+    rank = labels.sort("subject_id", "prediction_time")["rank"].to_numpy()
+    assert not any(seen[i, rank[i] :].any() for i in range(len(rank)))
+    assert seen.any()  # the earlier markers are read: the features are not zero by construction
+    # Positive control: two hours after each median prediction time, its own marker is in the input of
+    # exactly the positive rows, and the same protocol finds it.
     later = labels.filter(pl.col("rank") == 2).drop("rank")
     later = later.with_columns(pl.col("prediction_time") + timedelta(hours=2))
-    control = evaluate_meds_task({"random init": encoder}, store, later, task="control", **options)[0]
-    assert control[COUNTS_NAME].results[0].auroc.point > 0.5 + CHANCE_BAND
+    control = evaluate(rows, store, _CrossFitted(later, "control"), options).reports[0]
+    assert control["future markers"].results[0].auroc.point > 0.95
 
 
 def test_event_reads_share_the_memory_map(mimic_store: Path) -> None:

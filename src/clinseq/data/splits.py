@@ -113,7 +113,7 @@ def ptbxl_split(store: TimelineStore | pl.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
-def store_split(store: TimelineStore | pl.DataFrame) -> dict[str, np.ndarray]:
+def split_of_store(store: TimelineStore | pl.DataFrame) -> dict[str, np.ndarray]:
     """The store's own split: split name → sorted patient ids, from ``patients.parquet`` ``split``.
 
     EHR stores carry the split of their source (a MEDS dataset's ``subject_splits``: train / tuning /

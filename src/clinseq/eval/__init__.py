@@ -12,6 +12,11 @@ for any of them and any featurizers (encoders, baselines), with subject-level sp
 ``Examples``                       a task's examples on a store: keys, y, classes, subjects, split
 ``EncoderFeatures``                a waveform encoder as a featurizer (mean of window embeddings)
 ``FeatureTable``                   precomputed features (``clinseq embed`` Parquet) as a featurizer
+``AcesTask``                       EHR task labelled by ACES (``mimic-iv/<MEDS-DEV task>`` registered)
+``EventFeatures``                  an event encoder on the events up to each prediction time
+``CodeCountFeatures``              the EHR baseline: counts of each code in the input window
+``read_labels``, ``aces_labels``   MEDS labels from any Parquet, or extracted by ACES
+``predictions_frame``              MEDS predictions, checked and scored by meds-evaluation
 ``extract_embeddings``             one embedding per recording (whole recording or mean over windows)
 ``fit_linear_probe``               standardised features → one-vs-rest logistic regression, C on val
 ``fine_tune``                      linear head (+ optionally the encoder), BCE, early stopping on val
@@ -26,6 +31,8 @@ Typical use (the recipes' evaluate phase)::
                       EvalOptions(fractions=(0.01, 0.1, 1.0), window_s=5.0), out_dir=run_dir / "eval")
 """
 
+from clinseq.eval.code_counts import CodeCountFeatures
+from clinseq.eval.ehr_features import COUNTS_NAME, EventFeatures, PredictionTimeEvents, event_featurizers
 from clinseq.eval.embeddings import extract_embeddings, window_starts
 from clinseq.eval.features import (
     EncoderFeatures,
@@ -36,6 +43,9 @@ from clinseq.eval.features import (
 )
 from clinseq.eval.finetune import FineTuned, StandardisedLinear, fine_tune
 from clinseq.eval.labels import PTBXL_TASKS, ptbxl_task_labels
+from clinseq.eval.meds_labels import MEDS_DEV_TASKS, aces_labels, read_labels
+from clinseq.eval.meds_predictions import predictions_frame, score_predictions, write_predictions
+from clinseq.eval.meds_tasks import MIMIC_IV_TASKS, AcesTask  # registers mimic-iv/<MEDS-DEV task>
 from clinseq.eval.metrics import (
     MetricCI,
     PredictionMetrics,
@@ -64,11 +74,17 @@ from clinseq.eval.tasks import (
 )
 
 __all__ = [
+    "COUNTS_NAME",
     "DEFAULT_CS",
+    "MEDS_DEV_TASKS",
+    "MIMIC_IV_TASKS",
     "PREDICTION_TIME_KEYS",
     "PTBXL_TASKS",
     "RECORDING_KEYS",
     "TASKS",
+    "AcesTask",
+    "CodeCountFeatures",
+    "EventFeatures",
     "EEGMATTask",
     "EncoderFeatures",
     "EvalOptions",
@@ -84,9 +100,11 @@ __all__ = [
     "MetricCI",
     "PTBXLTask",
     "PredictionMetrics",
+    "PredictionTimeEvents",
     "ProbeReport",
     "StandardisedLinear",
     "Task",
+    "aces_labels",
     "all_recordings",
     "auroc_per_class",
     "average_precision_per_class",
@@ -95,6 +113,7 @@ __all__ = [
     "embedding_table",
     "evaluate",
     "evaluate_predictions",
+    "event_featurizers",
     "extract_embeddings",
     "fine_tune",
     "fit_linear_probe",
@@ -103,8 +122,12 @@ __all__ = [
     "paired_difference",
     "patient_bootstrap_weights",
     "plot_auroc_vs_label_fraction",
+    "predictions_frame",
     "ptbxl_task_labels",
+    "read_labels",
+    "score_predictions",
     "subject_folds",
     "task_names",
     "window_starts",
+    "write_predictions",
 ]

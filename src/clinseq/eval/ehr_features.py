@@ -17,6 +17,8 @@ events.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -32,10 +34,22 @@ from clinseq.data.event_sequences import (
     collate_events,
     window_item,
 )
-from clinseq.timeline.events import EventIndex
+from clinseq.timeline.events_read import EventIndex
 from clinseq.utils import ConfigError
 
-__all__ = ["PredictionTimeEvents", "embed_at_prediction_times", "prediction_times_us"]
+if TYPE_CHECKING:
+    from clinseq.eval.tasks import Examples
+    from clinseq.timeline import TimelineStore
+
+__all__ = [
+    "COUNTS_NAME",
+    "EventFeatures",
+    "PredictionTimeEvents",
+    "check_prediction_time_examples",
+    "embed_at_prediction_times",
+    "event_featurizers",
+    "prediction_times_us",
+]
 
 _ONE_US = np.timedelta64(1, "us")
 
@@ -91,6 +105,17 @@ class PredictionTimeEvents(Dataset):
         self._code_to_vocab = vocab.encode(store_codes)
         self._mean, self._std = normalizer.lookup(store_codes)
         self.normalizer = normalizer
+
+    @classmethod
+    def for_counting(
+        cls, index: EventIndex, labels: pl.DataFrame, input_window_s: float | None = None
+    ) -> PredictionTimeEvents:
+        """The same windows for code counting only (:meth:`events`; no vocabulary, no encoding)."""
+        empty_vocab = CodeVocabulary([], [])
+        empty_stats = ValueNormalizer(
+            pl.DataFrame(schema={"code": pl.String, "mean": pl.Float64, "std": pl.Float64})
+        )
+        return cls(index, labels, empty_vocab, empty_stats, max_len=1, input_window_s=input_window_s)
 
     def __len__(self) -> int:
         return len(self.subject_ids)
@@ -151,3 +176,69 @@ def embed_at_prediction_times(
         encoder.train(was_training)
     dim = getattr(encoder, "embed_dim", 0)
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+
+def check_prediction_time_examples(examples: Examples, what: str) -> None:
+    """Raise unless ``examples`` are keyed by (subject_id, prediction_time)."""
+    if examples.key_kind != "prediction_time":
+        raise ConfigError(
+            f"{what} reads a subject's events up to a prediction time; task {examples.task!r} is keyed by "
+            "recording (use a waveform encoder for it)"
+        )
+
+
+@dataclass
+class EventFeatures:
+    """Featurizer of :func:`clinseq.eval.evaluate` for an event encoder on (subject_id, prediction_time)
+    examples: the embedding of each example's events up to its prediction time (module docstring).
+
+    Attributes:
+        encoder: an event encoder (``EventTransformer``); never modified.
+        vocab, normalizer: the pretraining vocabulary and value statistics.
+        max_len: events per input (the most recent).
+        input_window_s: seconds of history before ``prediction_time`` (None: all of it).
+        batch_size, device: as for :func:`embed_at_prediction_times`.
+    """
+
+    encoder: torch.nn.Module
+    vocab: CodeVocabulary
+    normalizer: ValueNormalizer
+    max_len: int = 256
+    input_window_s: float | None = None
+    batch_size: int = 64
+    device: str | torch.device | None = None
+
+    def __call__(self, store: TimelineStore, examples: Examples) -> np.ndarray:
+        check_prediction_time_examples(examples, "an event encoder")
+        events = PredictionTimeEvents(
+            store.event_index, examples.keys, self.vocab, self.normalizer, self.max_len, self.input_window_s
+        )
+        return embed_at_prediction_times(self.encoder, events, batch_size=self.batch_size, device=self.device)
+
+
+#: The row name of the count baseline in EHR tables.
+COUNTS_NAME = "code counts + LR"
+
+
+def event_featurizers(
+    encoders: Mapping[str, torch.nn.Module],
+    vocab: CodeVocabulary,
+    normalizer: ValueNormalizer,
+    max_len: int,
+    *,
+    counts: bool = True,
+    input_window_s: float | None = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> dict[str, object]:
+    """The rows of an EHR table: each encoder's :class:`EventFeatures` and, last (the baseline the others
+    are compared with), :data:`COUNTS_NAME` (:class:`~clinseq.eval.code_counts.CodeCountFeatures`)."""
+    from clinseq.eval.code_counts import CodeCountFeatures
+
+    rows: dict[str, object] = {
+        name: EventFeatures(enc, vocab, normalizer, max_len, input_window_s, batch_size, device)
+        for name, enc in encoders.items()
+    }
+    if counts:
+        rows[COUNTS_NAME] = CodeCountFeatures(input_window_s)
+    return rows

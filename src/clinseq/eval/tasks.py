@@ -376,6 +376,10 @@ def get_task(task: str | Task) -> Task:
 
 def default_tasks(dataset: str | None) -> Sequence[str]:
     """The tasks evaluated on a store of ``dataset`` when none is named."""
-    return {"ptbxl": ["ptbxl/superdiagnostic"], "eegmat": ["eegmat/condition", "eegmat/count_quality"]}.get(
-        dataset or "", []
-    )
+    ehr = ["mimic-iv/mortality/in_icu/first_24h", "mimic-iv/readmission/general_hospital/30d"]
+    return {
+        "ptbxl": ["ptbxl/superdiagnostic"],
+        "eegmat": ["eegmat/condition", "eegmat/count_quality"],
+        "mimic-iv": ehr,  # clinseq's MIMIC-IV ETL
+        "MIMIC-IV": ehr,  # the official MIMIC-IV MEDS ETL (clinseq convert meds)
+    }.get(dataset or "", [])

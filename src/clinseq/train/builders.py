@@ -329,12 +329,12 @@ def pretrain_patients(
     ``data.pretrain_splits`` (default: train), so the patients the probe is evaluated on are never seen in
     pretraining.
     """
-    from clinseq.data.splits import assert_no_leakage, patient_split, ptbxl_split, store_split
+    from clinseq.data.splits import assert_no_leakage, patient_split, ptbxl_split, split_of_store
 
     if config.data.split == "ptbxl":
         split = ptbxl_split(store)
     elif config.data.split == "store":
-        split = store_split(store)
+        split = split_of_store(store)
     else:
         source: Any = store
         if store.patients.height == 0 and store.has_events:

@@ -16,36 +16,31 @@ supervised · predict    :func:`predict`: probabilities for the labels of one sp
                         ``output_dir/predictions.parquet`` (MEDS prediction schema, validated)
 ======================  ===================================================================================
 
-The vocabulary and value statistics are refitted from the pretraining subjects exactly as pretraining
-fitted them (same store, same subjects → the same tables), so the checkpoint holds only weights.
+The run is rebuilt by :func:`~clinseq.train.restore.load_run` (its vocabulary and value statistics
+refitted from the pretraining subjects exactly as pretraining fitted them), so the checkpoint holds only
+weights.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 
-from clinseq.data.event_sequences import CodeVocabulary, ValueNormalizer
-from clinseq.data.splits import store_split
+from clinseq.data.splits import split_of_store
 from clinseq.eval.ehr_features import PredictionTimeEvents, embed_at_prediction_times
 from clinseq.eval.meds_labels import read_labels
 from clinseq.eval.meds_predictions import predictions_frame, write_predictions
 from clinseq.eval.probe import DEFAULT_CS, LinearProbe, fit_linear_probe
-from clinseq.timeline import TimelineStore
-from clinseq.train.builders import build_encoder, pretrain_patients
-from clinseq.train.checkpoint import load_checkpoint
-from clinseq.train.config import PretrainConfig, load_config
+from clinseq.train.restore import SavedRun, load_run
 from clinseq.train.run import CONFIG_FILE, resolve_run, run_recipe
 from clinseq.utils import ConfigError
 
-__all__ = ["MEDS_SPLIT_TO_STORE", "EHRRun", "fit_probe", "load_ehr_run", "predict", "pretrain"]
+__all__ = ["MEDS_SPLIT_TO_STORE", "fit_probe", "predict", "pretrain"]
 
 #: MEDS split names → the store's (``patients.parquet``) split names.
 MEDS_SPLIT_TO_STORE = {"train": "train", "tuning": "val", "held_out": "test"}
@@ -86,53 +81,29 @@ def pretrain(
     return output_dir / RUN_DIR
 
 
-@dataclass
-class EHRRun:
-    """A pretrained EHR run: its config, store, encoder (eval mode) and the pretraining vocabulary."""
-
-    run_dir: Path
-    config: PretrainConfig
-    store: TimelineStore
-    encoder: torch.nn.Module
-    vocab: CodeVocabulary
-    normalizer: ValueNormalizer
-
-    def events(self, labels: pl.DataFrame) -> PredictionTimeEvents:
-        """Each label's history up to its prediction time, encoded as in pretraining."""
-        max_len = int(self.config.data.max_events)
-        return PredictionTimeEvents(self.store.event_index, labels, self.vocab, self.normalizer, max_len)
+def _load(run_dir: str | os.PathLike[str]) -> SavedRun:
+    run = load_run(run_dir)
+    if run.config.data.sampler != "events":
+        raise ConfigError(f"{run_dir}: not an EHR run (data.sampler={run.config.data.sampler!r})")
+    return run
 
 
-def load_ehr_run(run_dir: str | os.PathLike[str]) -> EHRRun:
-    """The encoder of an EHR pretraining run with its latest checkpoint's weights."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"{run_dir}: no {CONFIG_FILE}; pass the run folder of a clinseq EHR pretraining")
-    config = load_config(run_dir / CONFIG_FILE)
-    store = TimelineStore.open(config.data.store)
-    if not store.has_events:
-        raise ConfigError(f"{store.path}: the run's store holds no events; this is not an EHR run")
-    index = store.event_index
-    _, patients = pretrain_patients(store, config)
-    ids = np.intersect1d(np.asarray(patients, np.int64), index.subject_ids)
-    vocab, normalizer = CodeVocabulary.fit(index, ids), ValueNormalizer.fit(index, ids)
-    encoder = build_encoder(config.model, vocab_size=len(vocab))
-    state, _ = load_checkpoint(run_dir)
-    prefix = "encoder."
-    weights = {k[len(prefix) :]: v for k, v in state["task"].items() if k.startswith(prefix)}
-    encoder.load_state_dict(weights)
-    return EHRRun(run_dir, config, store, encoder.eval(), vocab, normalizer)
+def _embed(run: SavedRun, labels: pl.DataFrame) -> np.ndarray:
+    """The pretrained encoder's embeddings of each label's history up to its prediction time."""
+    f = run.featurizers["pretrained"]
+    events = PredictionTimeEvents(run.store.event_index, labels, f.vocab, f.normalizer, f.max_len)
+    return embed_at_prediction_times(f.encoder, events)
 
 
-def _split_rows(run: EHRRun, labels: pl.DataFrame, split: str) -> pl.DataFrame:
+def _split_rows(run: SavedRun, labels: pl.DataFrame, split: str) -> pl.DataFrame:
     store_name = MEDS_SPLIT_TO_STORE.get(split, split)
-    splits = store_split(run.store)
+    splits = split_of_store(run.store)
     if store_name not in splits:
         raise ConfigError(f"{run.store.path}: no subject in split {split!r}; the store has {sorted(splits)}")
     return labels.filter(pl.col("subject_id").is_in(splits[store_name].tolist()))
 
 
-def _check_subjects(run: EHRRun, labels: pl.DataFrame, where: str) -> None:
+def _check_subjects(run: SavedRun, labels: pl.DataFrame, where: str) -> None:
     known = set(run.store.patients["patient_id"].to_list())
     missing = sorted(set(labels["subject_id"].to_list()) - known)
     if missing:
@@ -152,17 +123,17 @@ def fit_probe(
     """Supervised training: a logistic-regression probe on the frozen run's embeddings (module doc)."""
     init_dir, output_dir = Path(init_dir), Path(output_dir)
     run_dir = init_dir / RUN_DIR if (init_dir / RUN_DIR / CONFIG_FILE).is_file() else init_dir
-    run = load_ehr_run(run_dir)
+    run = _load(run_dir)
     labels = read_labels(labels_dir)
     _check_subjects(run, labels, str(labels_dir))
     train, val = _split_rows(run, labels, "train"), _split_rows(run, labels, "tuning")
     if train.height == 0:
         raise ConfigError(f"{labels_dir}: no label of a train subject; nothing to fit the probe on")
-    z_train = embed_at_prediction_times(run.encoder, run.events(train))
+    z_train = _embed(run, train)
     y_train = train["boolean_value"].to_numpy().astype(np.uint8)[:, None]
     y_val = val["boolean_value"].to_numpy().astype(np.uint8)[:, None]
     if val.height and 0 < y_val.sum() < val.height:
-        z_val = embed_at_prediction_times(run.encoder, run.events(val))
+        z_val = _embed(run, val)
         probe = fit_linear_probe(z_train, y_train, z_val, y_val, Cs=Cs)
     else:  # tuning labels of one class only: C cannot be chosen on them
         probe = fit_linear_probe(z_train, y_train, C=sorted(Cs)[len(Cs) // 2])
@@ -172,7 +143,7 @@ def fit_probe(
         intercept=probe.intercept, constant=probe.constant, C=np.float64(probe.C),
     )  # fmt: skip
     info: dict[str, Any] = {
-        "run_dir": str(run.run_dir.resolve()),
+        "run_dir": str(Path(run.run_dir).resolve()),
         "n_train_labels": train.height,
         "n_tuning_labels": val.height,
         "C": probe.C,
@@ -195,7 +166,7 @@ def predict(
     if not model_file.is_file():
         raise ConfigError(f"{init_dir}: no {MODEL_FILE}; pass the output folder of the supervised train step")
     info = json.loads(model_file.read_text())
-    run = load_ehr_run(info["run_dir"])
+    run = _load(info["run_dir"])
     with np.load(init_dir / PROBE_FILE) as f:
         probe = LinearProbe(f["mean"], f["scale"], f["coef"], f["intercept"], f["constant"], float(f["C"]))
     labels = read_labels(labels_dir)
@@ -203,6 +174,6 @@ def predict(
     rows = _split_rows(run, labels, split)
     if rows.height == 0:
         raise ConfigError(f"{labels_dir}: no label of a {split!r} subject to predict")
-    z = embed_at_prediction_times(run.encoder, run.events(rows))
+    z = _embed(run, rows)
     probabilities = probe.predict_proba(z)[:, 0]
     return write_predictions(predictions_frame(rows, probabilities), Path(output_dir) / PREDICTIONS_FILE)

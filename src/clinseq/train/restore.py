@@ -6,13 +6,19 @@ and the method's ``build`` — so that:
 
 - ``"random init"`` is bit-for-bit the encoder the recipe compared against (its initial weights), and
 - ``"pretrained"`` is that encoder with the latest checkpoint's weights loaded.
+
+:func:`eval_featurizers` turns a run's encoders into the rows of its evaluation table: the encoders
+themselves for waveforms, and for EHR runs (``data.sampler: events``) an event featurizer per encoder
+(the pretraining vocabulary, events up to each prediction time) plus the code-count baseline.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +31,7 @@ from clinseq.train.run import CONFIG_FILE
 from clinseq.train.tasks import task_class
 from clinseq.utils import ConfigError
 
-__all__ = ["SavedRun", "load_run"]
+__all__ = ["SavedRun", "eval_featurizers", "load_run"]
 
 
 @dataclass
@@ -37,6 +43,25 @@ class SavedRun:
     store: TimelineStore
     encoders: dict[str, nn.Module]
     step: int
+    #: The rows of the run's evaluation table (:func:`eval_featurizers`).
+    featurizers: dict[str, Any] = field(default_factory=dict)
+
+
+def eval_featurizers(
+    config: PretrainConfig,
+    dataset: Any,
+    encoders: Mapping[str, nn.Module],
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """The rows of a run's evaluation table (module docstring); ``dataset`` is the pretraining dataset
+    (for EHR runs a :class:`~clinseq.train.ehr.PatientEventPairs` with its vocabulary)."""
+    if config.data.sampler != "events":
+        return dict(encoders)
+    from clinseq.eval import event_featurizers
+
+    return event_featurizers(
+        encoders, dataset.vocab, dataset.normalizer, config.data.max_events, device=device
+    )
 
 
 def load_run(run_dir: str | Path, store: str | Path | None = None) -> SavedRun:
@@ -75,4 +100,5 @@ def load_run(run_dir: str | Path, store: str | Path | None = None) -> SavedRun:
     state, _ = load_checkpoint(checkpoint)
     method.load_state_dict(state["task"])
     encoders = {"pretrained": method.encoder.eval(), "random init": initial.eval()}
-    return SavedRun(run_dir, config, opened, encoders, int(state.get("step", 0)))
+    rows = eval_featurizers(config, data.dataset, encoders)
+    return SavedRun(run_dir, config, opened, encoders, int(state.get("step", 0)), rows)
