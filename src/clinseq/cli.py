@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from clinseq.bench import SUITES
-from clinseq.io.sources import SOURCES
+from clinseq.io.sources import SOURCES, positive_int
 from clinseq.utils import ClinseqError, ConfigError
 
 
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         for option in spec.options:
             kind.add_argument(option.flag, **option.argparse_kwargs())
         kind.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    _add_download(commands)
 
     export = commands.add_parser("export", help="export a store's events")
     export_kinds = export.add_subparsers(dest="kind", required=True)
@@ -112,6 +114,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="result folder (default benchmarks/results, or benchmarks/results/quick with --quick)",
     )
     return parser
+
+
+def _add_download(commands) -> None:
+    from clinseq.io.physionet import DATASETS
+
+    download = commands.add_parser(
+        "download",
+        help="fetch a PhysioNet dataset into its publisher's layout, verified against its SHA256SUMS.txt",
+        description="Fetch DATASET from PhysioNet (or --base-url / $CLINSEQ_PHYSIONET_URL, a mirror with "
+        "PhysioNet's files/<db>/<version>/ layout) into DEST, exactly as `clinseq convert` reads it. Every "
+        "file is checked against the dataset's SHA256SUMS.txt; running it again resumes (complete files are "
+        "not fetched again). Credentialed sets: --user or $PHYSIONET_USER, password from "
+        "$PHYSIONET_PASSWORD, ~/.netrc or a prompt.",
+    )
+    download.add_argument("dataset", choices=sorted(DATASETS), help="the dataset")
+    download.add_argument("dest", type=Path, help="folder to fill (created; an earlier download is resumed)")
+    download.add_argument(
+        "--subset", dest="subsets", nargs="+", metavar="FOLDER",
+        help="only these top-level folders (ptbxl: records100 records500; mimic-iv(-demo): hosp icu)",
+    )  # fmt: skip
+    download.add_argument(
+        "--records", type=positive_int, metavar="N",
+        help="only the first N units (ptbxl, mimic-iv-ecg(-demo): ECGs; eegmat, eegmmidb: subjects); the "
+        "index tables are rewritten to them, the originals kept under DEST/.clinseq-download/originals/",
+    )  # fmt: skip
+    download.add_argument(
+        "--base-url", help="replaces https://physionet.org (default $CLINSEQ_PHYSIONET_URL)"
+    )
+    download.add_argument("--version", dest="release", help="the release (default: the one clinseq reads)")
+    download.add_argument("--user", help="PhysioNet user of a credentialed set (default $PHYSIONET_USER)")
+    download.add_argument("--workers", type=positive_int, default=4, help="parallel transfers (default 4)")
+    download.add_argument(
+        "--on-error", choices=("raise", "skip"), default="raise",
+        help="stop at the first file that fails (raise) or list it in DEST/.clinseq-download.json and go on",
+    )  # fmt: skip
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _download(args: argparse.Namespace) -> None:
+    from clinseq.io.download import PROVENANCE_FILE, download
+
+    record = download(
+        args.dataset, args.dest, subsets=args.subsets, records=args.records, base_url=args.base_url,
+        version=args.release, user=args.user, workers=args.workers, on_error=args.on_error,
+        progress=not args.quiet,
+    )  # fmt: skip
+    print(
+        f"{args.dest}: {record['dataset']} {record['version']} from {record['url_root']}: "
+        f"{record['files_verified']} files verified against SHA256SUMS.txt "
+        f"({record['files_fetched_now']} fetched now, {record['files_already_present']} already there)"
+    )
+    for skipped in record["skipped"]:
+        print(f"skipped {skipped['path']}: {skipped['reason']}")
+    print(f"provenance: {args.dest / PROVENANCE_FILE}\nnext: {record['convert']}")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -302,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
 
             path = _convert(args)
             print(TimelineStore.open(path).summary())
+        elif args.command == "download":
+            _download(args)
         elif args.command == "export":
             from clinseq.io.meds import export_meds
 

@@ -45,6 +45,9 @@ from clinseq.utils import StoreError
 FORMAT_VERSION = 1
 SIGNALS_DIR = "signals"
 DEFAULT_PART_MAX_BYTES = 1 << 30
+#: The provenance file ``clinseq download`` writes into a source folder; :meth:`StoreWriter.finish`
+#: copies it into the manifest under ``download`` (None when the source folder has none).
+DOWNLOAD_PROVENANCE = ".clinseq-download.json"
 # Buffer rows into record batches of about this size: few batches per part keeps opening cheap.
 _BATCH_BYTES = 32 << 20
 
@@ -338,6 +341,7 @@ class StoreWriter:
             "units": "physical = (adc - baseline) / gain, in units[c] (ECG mV, EEG uV)",
             "skipped": self._skipped,
         }
+        manifest["download"] = _download_provenance(self.source)
         if annotations is not None:
             manifest["annotations"] = annotations
         if self.resumed_from:
@@ -346,6 +350,20 @@ class StoreWriter:
         _write_json_atomic(self.tmp_path / "manifest.json", manifest)
         os.replace(self.tmp_path, self.path)
         return self.path
+
+
+def _download_provenance(source: str | None) -> dict[str, Any] | None:
+    """Where the source folder came from, when ``clinseq download`` fetched it (its provenance file:
+    dataset, version, URL root, checksums verified); None otherwise."""
+    if source is None:
+        return None
+    path = Path(source) / DOWNLOAD_PROVENANCE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return {"unreadable": f"{path}: {exc}"}
 
 
 class _OpenPart:
