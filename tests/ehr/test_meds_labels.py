@@ -105,3 +105,16 @@ def test_predictions_pass_meds_evaluation_schema_and_scoring(demo_labels: dict[s
         validate_predictions(labels)
     with pytest.raises(ConfigError, match="in \\[0, 1\\]"):
         predictions_frame(labels, probabilities + 2.0)
+
+
+def test_meds_dev_input_windows_are_all_history_up_to_prediction_time(tmp_path: Path) -> None:
+    """Every shipped MEDS-DEV task's input window is unbounded before its prediction time (what the
+    featurizers read); a user config with a later start is recognised (and announced)."""
+    from clinseq.eval import AcesTask, get_task
+
+    assert all(get_task(f"mimic-iv/{t}").input_start() is None for t in MEDS_DEV_TASKS)
+    text = meds_dev_task(MORTALITY).read_text().replace("    start: null\n", "    start: end - 7d\n", 1)
+    config = tmp_path / "last_week.yaml"
+    config.write_text(text)
+    task = AcesTask(config)
+    assert task.name == "last_week" and task.input_start() == "end - 7d"

@@ -9,6 +9,11 @@ Registered names (:data:`~clinseq.eval.tasks.TASKS`): ``mimic-iv/<MEDS-DEV task>
 MEDS-DEV task with MEDS-DEV's MIMIC-IV predicates, e.g. ``mimic-iv/mortality/in_icu/first_24h`` and
 ``mimic-iv/readmission/general_hospital/30d`` (the default tasks of a MIMIC-IV store).
 
+Inputs: every featurizer reads all of a subject's history up to and including ``prediction_time`` — the
+input window of every MEDS-DEV task (``input: start: null, end_inclusive: True, index_timestamp: end``).
+A config whose input window starts later gets the same inputs (more history, never later events) and a
+printed notice.
+
 Split: the store's subject split (MEDS train / tuning / held_out) when its validation and test subjects
 each have both labels of the task; otherwise (e.g. the 100-subject demo, whose 10-subject folds hold
 0–2 positive stays) the protocol's subject-level cross-fitting, and the report says which
@@ -61,10 +66,31 @@ class AcesTask(Task):
         self.datasets = datasets if datasets is not None else (() if is_path else _MIMIC_IV)
         self._labels: dict[str, pl.DataFrame] = {}
 
+    def input_start(self) -> object:
+        """The ``start`` of the config's ``input`` window (None: unbounded, as in every MEDS-DEV task)."""
+        import yaml
+
+        from clinseq.eval.meds_labels import meds_dev_task
+
+        path = (
+            Path(self.config)
+            if Path(self.config).suffix in (".yaml", ".yml")
+            else meds_dev_task(str(self.config))
+        )
+        windows = (yaml.safe_load(path.read_text()) or {}).get("windows") or {}
+        start = (windows.get("input") or {}).get("start")
+        return None if start is None or str(start).strip().lower() in ("null", "none") else start
+
     def labels(self, store: TimelineStore) -> pl.DataFrame:
         """The task's MEDS labels on ``store`` (ACES over the store's MEDS shards)."""
         key = str(Path(store.path).resolve())
         if key not in self._labels:
+            start = self.input_start()
+            if start is not None:
+                print(
+                    f"{self.name}: the input window starts at {start!r}; clinseq's EHR inputs are all of a "
+                    "subject's events up to prediction_time (more history than the window, never later)"
+                )
             self._labels[key] = aces_labels(self.config, store.path, predicates=self.predicates)
         return self._labels[key]
 
