@@ -29,10 +29,10 @@ from clinseq.train import (
     cleanup_distributed,
     config_to_dict,
     init_distributed,
+    method_class,
     prepare_store,
     resolve_run,
     save_config,
-    task_class,
     validate_components,
 )
 
@@ -57,18 +57,18 @@ class PretrainRecipe:
 
         self.store = prepare_store(cfg, self.ctx, progress=cfg.train.progress and self.ctx.is_main)
         check_eval_store(cfg, self.store)
-        task_cls = task_class(cfg.method.name)
-        # Tasks that cut one read into adjacent segments (PMQ, CLOCS) read several windows at once.
-        self.data = build_data(cfg, self.store, self.ctx, window_s=task_cls.read_window_s(cfg))
+        method_cls = method_class(cfg.method.name)
+        # Methods that cut one read into adjacent segments (PMQ, CLOCS) read several windows at once.
+        self.data = build_data(cfg, self.store, self.ctx, window_s=method_cls.read_window_s(cfg))
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank and on every resume
-        task = task_cls.build(cfg, self.data)
-        self.initial_encoder = copy.deepcopy(task.encoder)  # the random-init baseline of the probe
+        method = method_cls.build(cfg, self.data)
+        self.initial_encoder = copy.deepcopy(method.encoder)  # the random-init baseline of the probe
         if self.ctx.distributed and self.ctx.device.type == "cuda" and cfg.model.sync_batchnorm:
-            task = torch.nn.SyncBatchNorm.convert_sync_batchnorm(task)
-        self.task = task
+            method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        self.method = method
         self.trainer = Trainer(
-            task, self.data.loader, cfg.train, cfg.optim, self.run_dir, self.ctx,
+            method, self.data.loader, cfg.train, cfg.optim, self.run_dir, self.ctx,
             seed=cfg.run.seed, config=config_to_dict(cfg),
         )  # fmt: skip
         if self.resume:
@@ -88,7 +88,7 @@ class PretrainRecipe:
         from clinseq.eval import EvalOptions, evaluate
         from clinseq.train.restore import eval_featurizers
 
-        encoders = {"pretrained": self.task.encoder}
+        encoders = {"pretrained": self.method.encoder}
         if cfg.eval.compare_random_init:
             encoders["random init"] = self.initial_encoder
         # Embedding defaults to the pretraining window and channels; eval.options may override them.

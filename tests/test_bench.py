@@ -34,7 +34,7 @@ from clinseq.bench.harness import (
     script,
     write_results,
 )
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

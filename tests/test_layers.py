@@ -1,8 +1,10 @@
-"""The layers import only what the design allows (every import: top level, local and TYPE_CHECKING).
+"""The layers import only what the design allows.
 
 Data flows io → timeline → data → models → objectives → kernels → train/eval; the import graph below
-is the one that flow permits. The objectives never see a store or a sampler (they take tensors), the
-kernels see nothing of clinseq but ``clinseq.utils``, and nothing below ``train`` imports it.
+is the one that flow permits (every import: top level, local and TYPE_CHECKING). The objectives never see
+a store or a sampler (they take tensors), the kernels see nothing of clinseq but ``clinseq.errors`` and
+``clinseq.utils``, and nothing below ``train`` imports it. ``clinseq.errors`` (the error types) and
+``clinseq.utils`` import nothing of clinseq, so every layer may use them.
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "clinseq"
 
+_BASE = {"errors", "utils"}  # import nothing of clinseq; every layer may use them
+
 ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
     "utils": set(),
-    "kernels": {"utils"},
-    "timeline": {"utils"},
-    "io": {"timeline", "utils"},
-    "data": {"timeline", "utils"},
-    "models": {"utils"},
-    "objectives": {"models", "kernels", "utils"},
-    "eval": {"data", "models", "timeline", "utils"},
-    "train": {"io", "timeline", "data", "models", "objectives", "kernels", "eval", "utils"},
-    "bench": {"io", "timeline", "data", "models", "objectives", "kernels", "eval", "train", "utils"},
-    "cli": {"io", "timeline", "data", "models", "objectives", "kernels", "eval", "train", "bench", "utils"},
+    "kernels": _BASE,
+    "timeline": _BASE,
+    "io": {"timeline"} | _BASE,
+    "data": {"timeline"} | _BASE,
+    "models": _BASE,
+    "objectives": {"models", "kernels"} | _BASE,
+    "eval": {"data", "models", "timeline"} | _BASE,
+    "train": {"io", "timeline", "data", "models", "objectives", "kernels", "eval"} | _BASE,
+    "bench": {"io", "timeline", "data", "models", "objectives", "kernels", "eval", "train"} | _BASE,
+    "cli": {"io", "timeline", "data", "models", "objectives", "kernels", "eval", "train", "bench"} | _BASE,
 }
 
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from clinseq.bench import SUITES
+from clinseq.errors import ClinseqError, ConfigError
 from clinseq.io.sources import SOURCES, positive_int
-from clinseq.utils import ClinseqError, ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from clinseq.data import (
     adc_to_physical,
     collate_windows,
 )
-from clinseq.utils import ConfigError, StoreError
+from clinseq.errors import ConfigError, StoreError
 
 WINDOW_S = 2.5  # 250 samples at 100 Hz
 

@@ -17,7 +17,7 @@ from clinseq.data import (
     RandomWindowSampler,
     WindowKey,
 )
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WINDOW = 100  # samples

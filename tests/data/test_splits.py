@@ -11,14 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clinseq.data import (
-    LeakageError,
     assert_no_leakage,
     label_fraction_subset,
     patient_split,
     ptbxl_split,
     recordings_of,
 )
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError, LeakageError
 
 patient_sets = st.lists(st.integers(0, 10**7), min_size=1, max_size=300, unique=True)
 

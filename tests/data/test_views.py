@@ -20,7 +20,7 @@ from clinseq.data.views import (
     RandomCrop,
     TimeMask,
 )
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 RATE = 500.0
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

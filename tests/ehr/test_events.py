@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clinseq.errors import StoreError
 from clinseq.io.meds import attach_events, export_meds
 from clinseq.timeline import StoreWriter, TimelineStore
 from clinseq.timeline.events import EVENT_SORT, LOCAL_CODE, sort_events
@@ -20,7 +21,6 @@ from clinseq.timeline.events_read import EventIndex
 from clinseq.timeline.events_sort import canonical_sort
 from clinseq.timeline.events_write import write_event_index
 from clinseq.timeline.records import Recording
-from clinseq.utils import StoreError
 
 T0 = datetime(2150, 1, 1)
 

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clinseq.errors import SourceError, StoreError
 from clinseq.io.meds import export_meds, import_meds
 from clinseq.timeline.events import EVENT_SCHEMA, EVENT_SORT, EVENTS_ARROW, sort_events
 from clinseq.timeline.events_read import EventIndex
 from clinseq.timeline.events_write import EventStager, StagedEvents, write_events
-from clinseq.utils import SourceError, StoreError
 
 
 def _arrow_events(store: Path) -> pa.Table:

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from clinseq.errors import ConfigError
 from clinseq.eval.meds_labels import (
     MEDS_DEV_TASKS,
     aces_labels,
@@ -20,7 +21,6 @@ from clinseq.eval.meds_labels import (
     write_labels,
 )
 from clinseq.eval.meds_predictions import predictions_frame, score_predictions, validate_predictions
-from clinseq.utils import ConfigError
 
 pytest.importorskip("aces", reason="needs ACES: pip install -e '.[meds]' (the dev extra brings it)")
 meds_evaluation_schema = pytest.importorskip(

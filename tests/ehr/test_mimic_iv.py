@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from clinseq.errors import SourceError
 from clinseq.io.mimic_iv import convert_mimic_iv
 from clinseq.io.mimic_iv_tables import TABLES
 from clinseq.timeline.events import EVENTS_ARROW
-from clinseq.utils import SourceError
 
 FMT = "%Y-%m-%d %H:%M:%S"
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from clinseq.data.datasets import WindowDataset
+from clinseq.errors import ConfigError
 from clinseq.eval.embeddings import extract_embeddings, window_starts
 from clinseq.models import ResNet1d
-from clinseq.utils import ConfigError
 
 
 def _encoder() -> ResNet1d:

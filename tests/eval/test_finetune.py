@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from clinseq.data.splits import ptbxl_split
+from clinseq.errors import ConfigError
 from clinseq.eval.finetune import fine_tune
 from clinseq.eval.labels import ptbxl_task_labels
 from clinseq.eval.metrics import auroc_per_class
 from clinseq.models import ResNet1d
-from clinseq.utils import ConfigError
 
 
 @pytest.fixture(scope="module")

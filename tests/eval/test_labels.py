@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from clinseq.errors import ConfigError
 from clinseq.eval.labels import PTBXL_TASKS, ptbxl_task_labels
-from clinseq.utils import ConfigError
 
 
 def _benchmark_labels(root: Path, task: str) -> dict[int, set[str]]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from clinseq.errors import ConfigError
 from clinseq.eval.metrics import (
     auroc_per_class,
     average_precision_per_class,
@@ -13,7 +14,6 @@ from clinseq.eval.metrics import (
     paired_difference,
     patient_bootstrap_weights,
 )
-from clinseq.utils import ConfigError
 
 
 def _case(seed: int, n: int = 60, k: int = 4, ties: bool = True):

@@ -8,9 +8,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
+from clinseq.errors import ConfigError
 from clinseq.eval.metrics import auroc_per_class, evaluate_predictions
 from clinseq.eval.probe import fit_linear_probe
-from clinseq.utils import ConfigError
 
 
 def _data(n: int, k: int = 3, d: int = 8, signal: float = 1.0, seed: int = 0):

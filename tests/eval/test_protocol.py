@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.eval import (
     EncoderFeatures,
     EvalOptions,
@@ -22,7 +23,6 @@ from clinseq.eval import (
     ptbxl_task_labels,
 )
 from clinseq.models import ResNet1d
-from clinseq.utils import ConfigError
 
 LABEL_SET = "superdiagnostic"
 TASK = f"ptbxl/{LABEL_SET}"

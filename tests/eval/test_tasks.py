@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from clinseq.data.splits import LeakageError
+from clinseq.errors import ConfigError
 from clinseq.eval import (
     TASKS,
     EvalOptions,
@@ -23,7 +24,6 @@ from clinseq.eval import (
     subject_folds,
 )
 from clinseq.models import ResNet1d
-from clinseq.utils import ConfigError
 
 CHANNELS = ["Fp1", "Fp2", "F3", "F4", "F7", "F8", "T3", "T4", "C3", "C4", "T5", "T6", "P3", "P4", "O1", "O2"]
 CHANNELS += ["Fz", "Cz", "Pz"]

@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 import wfdb
 
+from clinseq.errors import SourceError
 from clinseq.io import EEGSource, WFDBSource, convert
 from clinseq.timeline import TimelineStore
-from clinseq.utils import SourceError
 
 
 def _rdann_events(path: Path, ext: str) -> tuple[np.ndarray, list[str], list[str | None]]:

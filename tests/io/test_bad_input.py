@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from clinseq.errors import SourceError
 from clinseq.io import PTBXLSource, convert
 from clinseq.timeline import TimelineStore
-from clinseq.utils import SourceError
 
 
 def make_mini_ptbxl(ptbxl_root: Path, dst: Path, n: int) -> list[str]:

@@ -16,11 +16,11 @@ import mne
 import numpy as np
 import pytest
 
+from clinseq.errors import ConfigError, SourceError
 from clinseq.io import EEGSource, convert
 from clinseq.io.eeg_channels import canonical_electrode, normalize_channel
 from clinseq.io.eeg_layouts import tuh_subject_number
 from clinseq.timeline import TimelineStore
-from clinseq.utils import ConfigError, SourceError
 
 EEGMAT_NAMES = [
     "Fp1", "Fp2", "F3", "F4", "F7", "F8", "T3", "T4", "C3", "C4", "T5", "T6", "P3", "P4", "O1", "O2",

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import wfdb
 
+from clinseq.errors import SourceError, StoreError
 from clinseq.io import PTBXLSource, convert
 from clinseq.timeline import TimelineStore
-from clinseq.utils import SourceError, StoreError
 
 
 def _database_rows(root):

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from clinseq.errors import ConfigError
 from clinseq.io.sources import SOURCES
-from clinseq.utils import ConfigError
 
 
 @pytest.mark.parametrize("name", list(SOURCES))

@@ -74,7 +74,7 @@ def test_mimic_iv_ecg_counts_and_a_record_missing_on_disk(ptbxl_root, tmp_path):
 
     import pytest
 
-    from clinseq.utils import SourceError
+    from clinseq.errors import SourceError
 
     src = tmp_path / "mimic-iv-ecg"
     hr = sorted(p.stem for p in (ptbxl_root / "records500/00000").glob("*.hea"))[:5]

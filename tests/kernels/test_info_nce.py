@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clinseq.errors import ConfigError
 from clinseq.kernels import (
     HAS_TRITON,
     TileConfig,
@@ -24,7 +25,6 @@ from clinseq.kernels import (
     naive_grouped_info_nce,
 )
 from clinseq.kernels import info_nce as gin
-from clinseq.utils import ConfigError
 
 from ._grads import assert_grads_close, loss_and_grads
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.models import CPCEncoder, cpc_mehari2022
-from clinseq.utils import ConfigError
 
 
 def _strided(context: str = "gru", norm: str | None = "ln") -> CPCEncoder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.models import (
     CPCEncoder,
     EventTransformer,
@@ -14,7 +15,6 @@ from clinseq.models import (
     SGConvEncoder,
     XResNet1d,
 )
-from clinseq.utils import ConfigError
 
 C = 3
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.models import EventTransformer, TimeDeltaEmbedding
-from clinseq.utils import ConfigError
 
 VOCAB = 30
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clinseq.errors import ConfigError
 from clinseq.models.fft_conv import fast_fft_length, fft_conv
-from clinseq.utils import ConfigError
 
 
 def _direct(u: torch.Tensor, k_causal: torch.Tensor, k_anti: torch.Tensor | None) -> torch.Tensor:

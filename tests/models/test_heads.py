@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.models import PredictionHead, ProjectionHead, l2_normalize
-from clinseq.utils import ConfigError
 
 
 @pytest.mark.parametrize("norm", ["bn", "ln", None])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.models import S4DEncoder, SGConvEncoder
 from clinseq.models.long_conv import LongConvEncoder
-from clinseq.utils import ConfigError
 
 C = 3
 

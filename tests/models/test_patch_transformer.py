@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.models import PatchTransformer, SelfAttention, apply_rotary
-from clinseq.utils import ConfigError
 
 
 def _tiny(**kwargs) -> PatchTransformer:

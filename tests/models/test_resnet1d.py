@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.models import ResNet1d, XResNet1d, resnet1d_pclr, xresnet1d50, xresnet1d101
 from clinseq.models.resnet1d import Bottleneck1d, RibeiroBlock, SameConv1d
-from clinseq.utils import ConfigError
 
 
 @pytest.mark.parametrize("n_samples", [1, 3, 15, 16, 17, 63, 64, 65])

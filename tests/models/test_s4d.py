@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.models.s4d import S4D, s4d_imag_init
-from clinseq.utils import ConfigError
 
 
 def _scan(layer: S4D, u: torch.Tensor) -> torch.Tensor:

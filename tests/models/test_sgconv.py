@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clinseq.errors import ConfigError
 from clinseq.models.sgconv import SGConv, sgconv_scales
-from clinseq.utils import ConfigError
 
 
 def test_scale_count_and_kernel_length() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.models import CPCEncoder
 from clinseq.objectives import (
     CLOCS,
@@ -20,7 +21,6 @@ from clinseq.objectives import (
     SimCLR,
     SupCon,
 )
-from clinseq.utils import ConfigError
 
 
 # --------------------------------------------------------------------------------------------- CPC
@@ -97,7 +97,7 @@ def test_comet_level_weights_scale_their_term_and_ids_only_when_needed() -> None
     only_obs = COMET({"observation": 1.0})(z1, z2)  # no ids needed without trial/patient levels
     twice = COMET({"observation": 2.0})(z1, z2)
     torch.testing.assert_close(twice.loss, 2 * only_obs.loss)
-    with pytest.raises(ConfigError, match="needs patient_ids"):
+    with pytest.raises(ShapeError, match="needs patient_ids"):
         COMET()(z1, z2, trial, None)
     # id_views replace (z1, z2) for the trial/patient levels only.
     g = torch.Generator().manual_seed(2)
@@ -159,40 +159,40 @@ def test_temperature_and_options_are_validated() -> None:
 def test_shapes_and_ids_are_validated_with_precise_messages() -> None:
     z = torch.randn(4, 3)
     with pytest.raises(
-        ConfigError, match=r"SimCLR expects z1 and z2 of the same shape .* \(4, 3\) and \(5, 3\)"
+        ShapeError, match=r"SimCLR expects z1 and z2 of the same shape .* \(4, 3\) and \(5, 3\)"
     ):
         SimCLR()(z, torch.randn(5, 3))
-    with pytest.raises(ConfigError, match=r"SimCLR expects z1 of shape \(B, D\), got shape \(4, 3, 2\)"):
+    with pytest.raises(ShapeError, match=r"SimCLR expects z1 of shape \(B, D\), got shape \(4, 3, 2\)"):
         SimCLR()(torch.randn(4, 3, 2), z)
-    with pytest.raises(ConfigError, match=r"PCLR expects patient_ids of shape \(N,\) = \(4,\)"):
+    with pytest.raises(ShapeError, match=r"PCLR expects patient_ids of shape \(N,\) = \(4,\)"):
         PCLR()(z, torch.tensor([0, 1, 2]))
-    with pytest.raises(ConfigError, match="PCLR expects integer patient_ids, got dtype torch.float32"):
+    with pytest.raises(ShapeError, match="PCLR expects integer patient_ids, got dtype torch.float32"):
         PCLR()(z, torch.zeros(4))
-    with pytest.raises(ConfigError, match="expects floating z"):
+    with pytest.raises(ShapeError, match="expects floating z"):
         PCLR()(torch.ones(4, 3, dtype=torch.long), torch.arange(4))
-    with pytest.raises(ConfigError, match="as an integer tensor"):
+    with pytest.raises(ShapeError, match="as an integer tensor"):
         PolyWindow()(z, [0, 0, 1, 1])
-    with pytest.raises(ConfigError, match="needs at least 2 views"):
+    with pytest.raises(ShapeError, match="needs at least 2 views"):
         CLOCS()(torch.randn(4, 1, 3), torch.arange(4))
-    with pytest.raises(ConfigError, match=r"SupCon expects labels of shape \(B,\) = \(4,\)"):
+    with pytest.raises(ShapeError, match=r"SupCon expects labels of shape \(B,\) = \(4,\)"):
         SupCon()(torch.randn(4, 2, 3), torch.arange(8))
-    with pytest.raises(ConfigError, match=r"PMQ was built for dim=8, got q of shape \(4, 3\)"):
+    with pytest.raises(ShapeError, match=r"PMQ was built for dim=8, got q of shape \(4, 3\)"):
         PMQ(8)(z, z, torch.arange(4))
-    with pytest.raises(ConfigError, match=r"MoCo expects q and k of the same shape"):
+    with pytest.raises(ShapeError, match=r"MoCo expects q and k of the same shape"):
         MoCo(3)(z, z[:2])
-    with pytest.raises(ConfigError, match="T >= 2"):
+    with pytest.raises(ShapeError, match="T >= 2"):
         CPC(4, 3)(torch.randn(2, 1, 3), torch.randn(2, 1, 4))
-    with pytest.raises(ConfigError, match=r"CPC was built for z \(B, T, 3\) and c \(B, T, 4\)"):
+    with pytest.raises(ShapeError, match=r"CPC was built for z \(B, T, 3\) and c \(B, T, 4\)"):
         CPC(4, 3)(torch.randn(2, 5, 3), torch.randn(2, 5, 5))
-    with pytest.raises(ConfigError, match="needs T > 3 frames"):
+    with pytest.raises(ShapeError, match="needs T > 3 frames"):
         CPC(4, 3, n_steps=3, variant="mehari")(torch.randn(2, 3, 3), torch.randn(2, 3, 4))
     with pytest.raises(ConfigError, match="variant must be one of"):
         CPC(4, 3, variant="mehari2022")
-    with pytest.raises(ConfigError, match=r"COMET expects z1 of shape \(B, T, D\)"):
+    with pytest.raises(ShapeError, match=r"COMET expects z1 of shape \(B, T, D\)"):
         COMET()(z, z)
-    with pytest.raises(ConfigError, match=r"CrossModalCLIP expects z_ecg and z_ehr of the same shape"):
+    with pytest.raises(ShapeError, match=r"CrossModalCLIP expects z_ecg and z_ehr of the same shape"):
         CrossModalCLIP()(z, torch.randn(4, 5))
-    with pytest.raises(ConfigError, match="PatientWindowContrast expects patient_ids"):
+    with pytest.raises(ShapeError, match="PatientWindowContrast expects patient_ids"):
         PatientWindowContrast()(z, z, torch.arange(3))
-    with pytest.raises(ConfigError, match="got an empty z"):
+    with pytest.raises(ShapeError, match="got an empty z"):
         PCLR()(torch.randn(0, 3), torch.arange(0))

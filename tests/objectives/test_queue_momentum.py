@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.objectives import PMQ, KeyQueue, MoCo, MomentumEncoder, ema_update
-from clinseq.utils import ConfigError
 
 
 def _batch(start: int, n: int, dim: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,15 +59,15 @@ def test_queue_rejects_what_it_would_drop_or_misread() -> None:
     q = KeyQueue(2, 4)
     with pytest.raises(ConfigError, match="cannot enqueue 5 keys into a queue of size 4: 1 keys"):
         q.push(*_batch(0, 5))
-    with pytest.raises(ConfigError, match="tracks ids"):
+    with pytest.raises(ShapeError, match="tracks ids"):
         q.push(_batch(0, 2)[0])
-    with pytest.raises(ConfigError, match=r"shape \(n, 2\), got \(3, 4\)"):
+    with pytest.raises(ShapeError, match=r"shape \(n, 2\), got \(3, 4\)"):
         q.push(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ConfigError, match=r"ids must be an integer tensor of shape \(2,\)"):
+    with pytest.raises(ShapeError, match=r"ids must be an integer tensor of shape \(2,\)"):
         q.push(_batch(0, 2)[0], torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ConfigError, match="track_ids=False"):
+    with pytest.raises(ShapeError, match="track_ids=False"):
         KeyQueue(2, 4, track_ids=False).push(*_batch(0, 2))
-    with pytest.raises(ConfigError, match="holds no ids"):
+    with pytest.raises(ShapeError, match="holds no ids"):
         KeyQueue(2, 4, track_ids=False).ids  # noqa: B018
     with pytest.raises(ConfigError, match="size must be a positive int"):
         KeyQueue(2, 0)
@@ -160,7 +160,7 @@ def test_ema_update_random_values_and_limits() -> None:
         assert torch.equal(p, o)
     with pytest.raises(ConfigError, match=r"momentum must be a float in \[0, 1\]"):
         ema_update(online, target, 1.5)
-    with pytest.raises(ConfigError, match="same parameters"):
+    with pytest.raises(ShapeError, match="same parameters"):
         ema_update(online, nn.Linear(3, 4), 0.9)
 
 

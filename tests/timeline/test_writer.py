@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from clinseq.errors import SourceError, StoreError
 from clinseq.io import PTBXLSource, convert
 from clinseq.timeline import TimelineStore
-from clinseq.utils import SourceError, StoreError
 
 PART_BYTES = 48_000  # two 12 × 1000 int16 ECGs per part: many parts, so resume has work to skip
 

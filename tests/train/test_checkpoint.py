@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from clinseq.train import latest_checkpoint, load_checkpoint, save_checkpoint
-from clinseq.train.checkpoint import capture_rng, checkpoint_dirs, restore_rng
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
+from clinseq.train.checkpoint import (
+    capture_rng,
+    checkpoint_dirs,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 
 
 def test_round_trip_and_pruning(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from clinseq.errors import ConfigError
 from clinseq.train import load_config, save_config, validate_components
 from clinseq.train.config import config_to_dict, parse_set
-from clinseq.utils import ConfigError
 
 BASE = {
     "run": {"name": "t"},
@@ -66,6 +66,9 @@ def test_set_values_are_parsed_as_yaml() -> None:
         ("data.prefetch_factor=0", "data.prefetch_factor: expected >= 1, got 0"),
         ("data.pin_memory=yes please", "data.pin_memory: expected bool or null, got 'yes please'"),
         ("eval.seeds=[0, 0]", "eval.seeds: expected one or more different seeds, got [0, 0]"),
+        ("method.name=byol", "unknown config key 'method.name=byol'"),
+        ("model.encoder=resnet", "unknown config key 'model.encoder=resnet'; did you mean 'resnet1d'?"),
+        ("data.sampler=patients", "unknown config key 'data.sampler=patients'; did you mean 'patient'?"),
         ("optim", "--set expects key=value"),
     ],
 )
@@ -122,7 +125,6 @@ def test_saved_config_reloads_identically(tmp_path: Path, config_file: Path) -> 
         ("method.objective={variant: best}", None),  # a value only the objective can judge: checked at build
         ("method.objective={temprature: 0.1}", "unknown config key 'method.objective.temprature'"),
         ("method.options={foo: 1}", "unknown config key 'method.options.foo'"),
-        ("method.name=byol", "unknown config key 'method.name=byol'"),
         ("data.sampler=random", "unknown config key 'data.sampler_kwargs.recordings_per_batch'"),
         (
             "data.sampler=random;data.sampler_kwargs={batch_size: 8}",

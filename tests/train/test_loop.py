@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from clinseq.errors import TrainingError
 from clinseq.objectives import LossOutput
-from clinseq.train import TrainingError, read_metrics, warmup_cosine_factor
+from clinseq.train import read_metrics
 from clinseq.train.loop import move_to_device, resolve_precision
+from clinseq.train.optim import warmup_cosine_factor
 
 from .conftest import tiny_config
 
@@ -96,23 +98,15 @@ def test_a_nan_loss_stops_training_with_advice(ptbxl_store, recipe_module, tmp_p
         recipe.trainer.fit()
 
 
-def test_epoch_loader_skips_consumed_batches_of_any_batch_sampler() -> None:
-    from clinseq.train import EpochLoader
-
-    class Batches:  # a plain batch sampler without clinseq's state_dict: skipping falls back to islice
-        def __init__(self) -> None:
-            self.epoch = 0
-
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = epoch
-
-        def __iter__(self):
-            return iter([[10 * self.epoch + i, 10 * self.epoch + i + 1] for i in range(0, 6, 2)])
-
-        def __len__(self) -> int:
-            return 3
-
-    loader = EpochLoader(list(range(40)), Batches(), collate_fn=lambda items: items)
-    assert list(loader.iterate(1, skip=1)) == [[12, 13], [14, 15]]
-    assert list(loader.iterate(2)) == [[20, 21], [22, 23], [24, 25]]
-    assert loader.state_dict(1) is None
+def test_a_run_stopped_and_continued_in_process_keeps_its_stream(
+    ptbxl_store, recipe_module, tmp_path
+) -> None:
+    config = tiny_config(ptbxl_store.path, tmp_path / "run", ["data.num_workers=1", "train.max_steps=5"])
+    recipe = recipe_module.PretrainRecipe(config)
+    recipe.setup()
+    try:
+        recipe.trainer.fit(stop_at=2)  # mid-epoch; the workers have read ahead into the next epoch
+        result = recipe.trainer.fit()
+        assert (result.step, result.epoch) == (5, 1) and recipe.data.loader.restarts == 1
+    finally:
+        recipe.cleanup()

@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from clinseq.train import build_optimizer, warmup_cosine, warmup_cosine_factor
-from clinseq.train.optim import param_groups
+from clinseq.train.optim import build_optimizer, param_groups, warmup_cosine, warmup_cosine_factor
 
 
 def expected_factor(step: int, warmup: int, total: int, floor: float) -> float:

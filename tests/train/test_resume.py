@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.train import read_metrics, resolve_run
-from clinseq.utils import ConfigError
 
 from .conftest import tiny_config
 

@@ -27,7 +27,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 __all__ = ["ALL", "SUITES", "expand_suites", "main", "run_suite"]
 

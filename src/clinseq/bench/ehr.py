@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from clinseq.bench.harness import need_data, print_table, report, resolve_device, run_in_child
-from clinseq.utils import ClinseqError, ConfigError
+from clinseq.errors import ClinseqError, ConfigError
 
 __all__ = ["convert_in_this_process", "run"]
 

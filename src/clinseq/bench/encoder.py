@@ -63,7 +63,7 @@ from torch import nn
 
 from clinseq.bench import harness
 from clinseq.bench.harness import fit_exponent, format_value, measure, predict, print_table
-from clinseq.utils import ClinseqError
+from clinseq.errors import ClinseqError
 
 __all__ = ["LENGTHS", "QUICK_LENGTHS", "Settings", "run", "run_group", "settings"]
 

@@ -49,7 +49,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from clinseq.utils import ClinseqError, ConfigError, data_root
+from clinseq.errors import ClinseqError, ConfigError
+from clinseq.utils import data_root
 
 #: Redirects every result file (CI and the tests point it at a temporary folder).
 RESULTS_ENV = "CLINSEQ_BENCH_RESULTS"

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from clinseq.bench import harness
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 __all__ = ["CPU_SIZES", "DIMS", "GPU_SIZES", "MEMORY_CHECK_N", "PARTS", "measure", "measure_grouped", "run"]
 

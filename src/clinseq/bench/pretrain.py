@@ -2,7 +2,7 @@
 
 The recipes' own configuration (``recipes/ptbxl/pclr.yaml`` and ``cpc.yaml`` of the checkout, or the
 ``recipes`` folder given) on the real PTB-XL subset at 100 Hz, built with the library's own pieces
-(``prepare_store``, ``build_data``, ``task_class(...).build``, ``Trainer``) and stepped with
+(``prepare_store``, ``build_data``, ``method_class(...).build``, ``Trainer``) and stepped with
 ``Trainer.train_step`` — the step ``clinseq pretrain`` runs: batch to the device, autocast forward
 (views inside the task), backward, gradient clipping, AdamW, the schedule. Batches come from the recipe's
 ``EpochLoader`` over epochs, exactly as in ``Trainer.fit`` (one ``DataLoader`` with persistent workers
@@ -57,7 +57,7 @@ from clinseq.bench.harness import (
     save_bars,
     synchronize,
 )
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 __all__ = ["CONFIGS", "QUICK_CONFIGS", "VIEWS", "run"]
 
@@ -203,7 +203,7 @@ def run(
     """
     import torch
 
-    from clinseq.train import Trainer, build_data, init_distributed, load_config, prepare_store, task_class
+    from clinseq.train import Trainer, build_data, init_distributed, load_config, method_class, prepare_store
 
     device = resolve_device(device)
     cuda = device.startswith("cuda")
@@ -238,12 +238,12 @@ def run(
             config = load_config(recipes_dir / recipe, profile=profile, overrides=overrides, values=values)
             ctx = init_distributed(config.run.device)
             store = prepare_store(config, ctx, progress=False)  # converted once, reused by the next config
-            task_cls = task_class(config.method.name)
-            data = build_data(config, store, ctx, window_s=task_cls.read_window_s(config))
+            method_cls = method_class(config.method.name)
+            data = build_data(config, store, ctx, window_s=method_cls.read_window_s(config))
             torch.manual_seed(config.run.seed)
-            task = task_cls.build(config, data)
+            method = method_cls.build(config, data)
             trainer = Trainer(
-                task, data.loader, config.train, config.optim, tmp / name, ctx, seed=config.run.seed
+                method, data.loader, config.train, config.optim, tmp / name, ctx, seed=config.run.seed
             )
             layout = getattr(data.sampler, "batch_shape", "?")
             print(
@@ -269,7 +269,7 @@ def run(
                 }
             )
             print_table(rows[-1:], _STEP_COLUMNS)
-            del trainer, task, data
+            del trainer, method, data
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

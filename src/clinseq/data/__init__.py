@@ -26,7 +26,6 @@ from clinseq.data.samplers import (
 )
 from clinseq.data.splits import (
     PTBXL_FOLDS,
-    LeakageError,
     assert_no_leakage,
     label_fraction_subset,
     patient_split,
@@ -60,7 +59,6 @@ __all__ = [
     "FrequencyPerturbation",
     "GaussianNoise",
     "HierarchicalSampler",
-    "LeakageError",
     "MultiView",
     "PatientBatchSampler",
     "PolyWindowSampler",

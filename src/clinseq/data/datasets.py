@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from clinseq.data.views import View
-from clinseq.utils import ConfigError, StoreError
+from clinseq.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore

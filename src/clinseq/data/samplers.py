@@ -49,7 +49,7 @@ import polars as pl
 from torch.utils.data import Sampler
 
 from clinseq.data.datasets import RANDOM_START, WindowKey
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 ShortPatients = Literal["drop", "fill"]
 

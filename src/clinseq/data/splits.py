@@ -14,17 +14,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from clinseq.utils import ClinseqError, ConfigError
+from clinseq.errors import ConfigError, LeakageError
 
 if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore
 
 #: PTB-XL's recommended folds (Wagner et al. 2020, Sci. Data): 1–8 train, 9 validation, 10 test.
 PTBXL_FOLDS: dict[str, tuple[int, ...]] = {"train": tuple(range(1, 9)), "val": (9,), "test": (10,)}
-
-
-class LeakageError(ClinseqError, ValueError):
-    """The same patient appears in two splits that must be disjoint."""
 
 
 def _patient_ids(source: TimelineStore | pl.DataFrame | Sequence[int] | np.ndarray) -> np.ndarray:

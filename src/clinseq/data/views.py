@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 #: ``(x, generator) -> tensor``: anything usable as a view.
 ViewFn = Callable[..., torch.Tensor]

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from clinseq.errors import ConfigError
 from clinseq.eval.ehr_features import PredictionTimeEvents, check_prediction_time_examples
-from clinseq.utils import ConfigError
 
 if TYPE_CHECKING:
     from clinseq.eval.tasks import Examples

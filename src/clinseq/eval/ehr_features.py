@@ -34,8 +34,8 @@ from clinseq.data.event_sequences import (
     collate_events,
     window_item,
 )
+from clinseq.errors import ConfigError
 from clinseq.timeline.events_read import EventIndex
-from clinseq.utils import ConfigError
 
 if TYPE_CHECKING:
     from clinseq.eval.tasks import Examples

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from clinseq.data.datasets import WindowDataset, WindowKey, collate_windows
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 if TYPE_CHECKING:
     from clinseq.models import Encoder

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
+from clinseq.errors import ConfigError
 from clinseq.eval.embeddings import Preprocess, extract_embeddings
-from clinseq.utils import ConfigError
 
 if TYPE_CHECKING:
     import torch

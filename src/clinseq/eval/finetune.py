@@ -35,9 +35,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from clinseq.data.datasets import WindowDataset, WindowKey
+from clinseq.errors import ConfigError
 from clinseq.eval.embeddings import Preprocess, extract_embeddings, resolve_device
 from clinseq.eval.metrics import auroc_per_class
-from clinseq.utils import ConfigError
 
 if TYPE_CHECKING:
     from clinseq.models import Encoder

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import polars as pl
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import polars as pl
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 __all__ = [
     "LABEL_SCHEMA",

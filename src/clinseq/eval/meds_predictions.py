@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from clinseq.errors import ConfigError
 from clinseq.eval.meds_labels import LABEL_SCHEMA, check_labels
-from clinseq.utils import ConfigError
 
 __all__ = [
     "PREDICTED_PROBABILITY",

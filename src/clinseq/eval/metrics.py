@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 __all__ = [
     "MetricCI",

@@ -31,8 +31,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from clinseq.errors import ConfigError
 from clinseq.eval.metrics import auroc_per_class
-from clinseq.utils import ConfigError
 
 __all__ = ["DEFAULT_CS", "LinearProbe", "fit_linear_probe"]
 

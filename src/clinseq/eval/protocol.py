@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from clinseq.data.splits import assert_no_leakage, label_fraction_subset
+from clinseq.errors import ConfigError
 from clinseq.eval.embeddings import Preprocess
 from clinseq.eval.features import EncoderFeatures, Featurizer, check_features
 from clinseq.eval.finetune import fine_tune
@@ -59,7 +60,6 @@ from clinseq.eval.report import (
     slug,
 )
 from clinseq.eval.tasks import Examples, Task, get_task
-from clinseq.utils import ConfigError
 
 if TYPE_CHECKING:
     import torch

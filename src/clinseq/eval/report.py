@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from clinseq.errors import ConfigError
 from clinseq.eval.metrics import MetricCI, PredictionMetrics, paired_difference
-from clinseq.utils import ConfigError
 
 __all__ = [
     "FractionResult",

@@ -41,8 +41,8 @@ import numpy as np
 import polars as pl
 
 from clinseq.data.splits import assert_no_leakage, ptbxl_split
+from clinseq.errors import ConfigError
 from clinseq.eval.labels import PTBXL_TASKS, ptbxl_task_labels
-from clinseq.utils import ConfigError
 
 if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore

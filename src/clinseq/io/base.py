@@ -37,7 +37,7 @@ class Source(Protocol):
 
     def load(self, item: SourceItem) -> Recording | list[Recording]:
         """Read one item: one recording, or one per sampling rate when the item's signals have several
-        (they share ``session_id``); raise :class:`clinseq.utils.SourceError` naming the file and
+        (they share ``session_id``); raise :class:`clinseq.errors.SourceError` naming the file and
         problem."""
         ...
 

@@ -15,10 +15,10 @@ from typing import Literal
 
 from tqdm.auto import tqdm
 
+from clinseq.errors import SourceError
 from clinseq.io.base import Source, SourceItem
 from clinseq.timeline.records import Recording
 from clinseq.timeline.writer import DEFAULT_PART_MAX_BYTES, StoreWriter
-from clinseq.utils import SourceError
 
 OnError = Literal["raise", "skip"]
 

@@ -49,9 +49,9 @@ import requests
 from tqdm.auto import tqdm
 
 from clinseq import __version__
+from clinseq.errors import ClinseqError
 from clinseq.io.physionet import DATASETS, PHYSIONET_URL, PhysioNetDataset, parse_sha256sums
 from clinseq.timeline.writer import DOWNLOAD_PROVENANCE
-from clinseq.utils import ClinseqError
 
 __all__ = [
     "PROVENANCE_FILE",

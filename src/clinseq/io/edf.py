@@ -4,7 +4,7 @@ EDF (Kemp et al. 1992; EDF+ 2003) stores 16-bit and BioSemi's BDF 24-bit little-
 block of ``samples_per_record`` values per signal in each data record. ``gain = (digital_max -
 digital_min) / (physical_max - physical_min)`` and ``baseline = digital_min - physical_min · gain`` make
 ``(adc - baseline) / gain`` the physical value (mne's calibration). Every problem is a
-:class:`~clinseq.utils.SourceError` naming the file.
+:class:`~clinseq.errors.SourceError` naming the file.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinseq.utils import SourceError
+from clinseq.errors import SourceError
 
 _MICROVOLTS_PER = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
 

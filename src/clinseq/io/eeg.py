@@ -56,7 +56,7 @@ hypnograms) hold no samples: they are an error of that file, saying so.
 ``dd.mm.yy`` with years 85–99 → 19xx, 00–84 → 20xx, plus ``hh.mm.ss``), naive local time; None when the
 EDF+ header marks it anonymised (``Startdate X``) or it is unreadable.
 
-**Errors** (:class:`~clinseq.utils.SourceError`, naming the file): a broken EDF header (a field that is
+**Errors** (:class:`~clinseq.errors.SourceError`, naming the file): a broken EDF header (a field that is
 not a number, a header size that disagrees with the signal count, an uncalibrated signal...), a data
 section shorter than the header says (truncated) or longer by whole records, EDF+D files without an
 annotations signal (no record onsets) or with overlapping records, annotation-only EDF+ files, a
@@ -81,6 +81,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from clinseq.errors import ConfigError, SourceError
 from clinseq.io.base import SourceItem
 from clinseq.io.edf import (
     EDFHeader,
@@ -93,7 +94,6 @@ from clinseq.io.edf import (
 from clinseq.io.eeg_channels import normalize_channel
 from clinseq.io.eeg_layouts import DATASET_OF_LAYOUT, LAYOUTS, EEGLayout, detect_layout, file_suffix
 from clinseq.timeline.records import Recording, rate_group_id
-from clinseq.utils import ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
 

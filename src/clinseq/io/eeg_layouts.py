@@ -33,8 +33,8 @@ from typing import Any, ClassVar
 
 import polars as pl
 
+from clinseq.errors import SourceError
 from clinseq.io.base import SourceItem
-from clinseq.utils import SourceError
 
 
 def file_suffix(path: Path) -> str:

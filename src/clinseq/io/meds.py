@@ -29,6 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
+from clinseq.errors import SourceError, StoreError
 from clinseq.timeline.events import EVENTS_ARROW, EVENTS_CODES, EVENTS_DIR, EVENTS_INDEX
 from clinseq.timeline.events_write import (
     DEFAULT_SUBJECTS_PER_SHARD,
@@ -40,7 +41,6 @@ from clinseq.timeline.events_write import (
     write_subject_splits,
 )
 from clinseq.timeline.writer import StoreWriter
-from clinseq.utils import SourceError, StoreError
 
 
 # -- import ---------------------------------------------------------------------------------------------

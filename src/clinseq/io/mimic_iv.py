@@ -55,6 +55,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from clinseq.errors import ConfigError, SourceError
 from clinseq.io.mimic_iv_tables import DICTIONARIES, TABLES, TableSpec, describe_codes, find_table
 from clinseq.timeline.events_write import (
     DEFAULT_SUBJECTS_PER_SHARD,
@@ -69,7 +70,6 @@ from clinseq.timeline.events_write import (
     write_subject_splits,
 )
 from clinseq.timeline.writer import StoreWriter
-from clinseq.utils import ConfigError, SourceError
 
 OnError = Literal["raise", "skip"]
 _ROW = "_row"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clinseq.utils import ClinseqError
+from clinseq.errors import ClinseqError
 
 __all__ = ["DATASETS", "PhysioNetDataset", "Pick", "parse_sha256sums"]
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import polars as pl
 
+from clinseq.errors import SourceError
 from clinseq.io.base import SourceItem
 from clinseq.io.wfdb_record import wfdb_recording
 from clinseq.timeline.records import Recording
-from clinseq.utils import SourceError
 
 #: PTB-XL ships 100 Hz (``filename_lr``) and 500 Hz (``filename_hr``) versions of every ECG.
 PTBXL_RATES_HZ = {100: "filename_lr", 500: "filename_hr"}

@@ -17,10 +17,10 @@ from typing import Any
 
 import polars as pl
 
+from clinseq.errors import SourceError
 from clinseq.io.base import SourceItem
 from clinseq.io.wfdb_record import is_multisegment, segment_names, wfdb_recordings
 from clinseq.timeline.records import Recording
-from clinseq.utils import SourceError
 
 #: Types of the ``recordings`` columns every WFDB record gives (see :func:`wfdb_recordings`).
 WFDB_ATTRIBUTES: dict[str, pl.DataType] = {

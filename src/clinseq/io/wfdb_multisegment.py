@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
+from clinseq.errors import SourceError
 from clinseq.io.wfdb_record import INVALID_ADC, RateGroup, _wide, read_groups
 from clinseq.timeline.records import spool_samples
-from clinseq.utils import SourceError
 
 
 @dataclass

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
+from clinseq.errors import SourceError
 from clinseq.io.wfdb_annotations import read_annotations
 from clinseq.timeline.records import Recording, rate_group_id
-from clinseq.utils import SourceError
 
 # Bytes per sample of each WFDB storage format (format 212 packs two 12-bit samples in 3 bytes...).
 BYTES_PER_SAMPLE = {8: 1, 16: 2, 61: 2, 80: 1, 160: 2, 212: 1.5, 310: 4 / 3, 311: 4 / 3, 24: 3, 32: 4}

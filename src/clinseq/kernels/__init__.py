@@ -6,7 +6,7 @@
 - :func:`chunked_grouped_info_nce` (O(N·block) memory, the CPU path) and :func:`naive_grouped_info_nce`
   (dense, the tests' oracle) — torch references with the same arguments.
 
-This layer imports nothing of clinseq but :mod:`clinseq.utils`; Triton is optional (CPU installs run the
+This layer imports nothing of clinseq but :mod:`clinseq.errors`; Triton is optional (CPU installs run the
 chunked torch path).
 """
 

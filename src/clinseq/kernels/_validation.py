@@ -1,6 +1,6 @@
 """Input checks and reductions shared by the grouped-InfoNCE kernel and its torch references.
 
-Every check raises :class:`clinseq.utils.ConfigError` with the expected value, the value received and the
+Every check raises :class:`clinseq.errors.ConfigError` with the expected value, the value received and the
 fix. Nothing here reads a device value on the host (no ``.item()``): checks look at shapes, dtypes and
 devices only, and reductions stay tensors.
 """
@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import torch
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "triton", "torch", "naive")

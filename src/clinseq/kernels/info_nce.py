@@ -98,6 +98,7 @@ from dataclasses import dataclass
 
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.kernels._group_ranges import tile_column_ranges
 from clinseq.kernels._validation import (
     BACKENDS,
@@ -107,7 +108,6 @@ from clinseq.kernels._validation import (
     without_autocast,
 )
 from clinseq.kernels.reference import chunked_grouped_info_nce, naive_grouped_info_nce
-from clinseq.utils import ConfigError
 
 
 def _interpret_flag(triton_module: object) -> bool:

@@ -28,6 +28,7 @@ import math
 
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.kernels._group_ranges import tile_column_ranges
 from clinseq.kernels._validation import (
     check_inputs,
@@ -36,7 +37,6 @@ from clinseq.kernels._validation import (
     reduce_rows,
     without_autocast,
 )
-from clinseq.utils import ConfigError
 
 __all__ = ["chunked_grouped_info_nce", "naive_grouped_info_nce", "CHUNK_BYTES", "chunk_elements"]
 

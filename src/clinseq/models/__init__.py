@@ -12,6 +12,7 @@ returns ``CPCOutput(z, c)``); ``embed(x)`` gives the pooled embedding in eval mo
 ``S4DEncoder``             S4D diagonal state-space stack (residual or WaveNet), ``embed_chunked``
 ``SGConvEncoder``          SGConv global-convolution stack, SL-S4Wave WaveNet shape, ``embed_chunked``
 ``EventTransformer``       EHR events: code + log time-delta + value embeddings, masked mean pool
+``PerLeadEncoder``         a 1-channel encoder applied to every lead, mean over leads (CLOCS)
 ``ProjectionHead``         SimCLR projection MLP; ``PredictionHead`` BYOL/PMQ predictor; ``l2_normalize``
 =========================  =========================================================================
 """
@@ -23,6 +24,7 @@ from clinseq.models.event_transformer import EventTransformer, TimeDeltaEmbeddin
 from clinseq.models.heads import PredictionHead, ProjectionHead, l2_normalize
 from clinseq.models.long_conv import LongConvEncoder, S4DEncoder, SGConvEncoder
 from clinseq.models.patch_transformer import PatchTransformer
+from clinseq.models.per_lead import PerLeadEncoder
 from clinseq.models.resnet1d import ResNet1d, XResNet1d, resnet1d_pclr, xresnet1d50, xresnet1d101
 from clinseq.models.s4d import S4D
 from clinseq.models.sgconv import SGConv
@@ -34,6 +36,7 @@ __all__ = [
     "EventTransformer",
     "LongConvEncoder",
     "PatchTransformer",
+    "PerLeadEncoder",
     "PredictionHead",
     "ProjectionHead",
     "ResNet1d",

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 __all__ = [
     "SDPA_BACKENDS",

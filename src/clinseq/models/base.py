@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 
 class Encoder(nn.Module):

@@ -20,8 +20,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from clinseq.errors import ConfigError
 from clinseq.models.base import Encoder, check_choice, check_positive, check_signal
-from clinseq.utils import ConfigError
 
 __all__ = ["CPCEncoder", "CPCOutput", "cpc_mehari2022"]
 

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from clinseq.errors import ConfigError
 from clinseq.models.attention import TransformerBlock
 from clinseq.models.base import Encoder, check_choice, check_positive
-from clinseq.utils import ConfigError
 
 __all__ = ["EventTransformer", "TimeDeltaEmbedding"]
 

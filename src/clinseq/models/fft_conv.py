@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 __all__ = ["fast_fft_length", "fft_conv"]
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clinseq.errors import ConfigError
 from clinseq.models.base import check_choice, check_positive
-from clinseq.utils import ConfigError
 
 __all__ = ["ProjectionHead", "PredictionHead", "l2_normalize"]
 

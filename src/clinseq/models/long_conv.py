@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from clinseq.errors import ConfigError
 from clinseq.models.base import Encoder, check_choice, check_positive, check_signal
 from clinseq.models.s4d import S4D
 from clinseq.models.sgconv import SGConv
-from clinseq.utils import ConfigError
 
 __all__ = ["LongConvEncoder", "S4DEncoder", "SGConvEncoder"]
 

@@ -37,9 +37,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from clinseq.errors import ConfigError
 from clinseq.models.attention import Backends, TransformerBlock, resolve_backends
 from clinseq.models.base import Encoder, check_choice, check_positive, check_signal
-from clinseq.utils import ConfigError
 
 __all__ = ["PatchTransformer"]
 

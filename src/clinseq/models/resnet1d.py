@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clinseq.errors import ConfigError
 from clinseq.models.base import Encoder, check_choice, check_positive, check_signal
-from clinseq.utils import ConfigError
 
 __all__ = ["ResNet1d", "XResNet1d", "resnet1d_pclr", "xresnet1d50", "xresnet1d101"]
 

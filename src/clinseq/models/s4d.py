@@ -38,9 +38,9 @@ import math
 import torch
 from torch import nn
 
+from clinseq.errors import ConfigError
 from clinseq.models.base import check_choice, check_positive
 from clinseq.models.fft_conv import fft_conv
-from clinseq.utils import ConfigError
 
 __all__ = ["S4D", "s4d_imag_init"]
 

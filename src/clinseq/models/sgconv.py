@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clinseq.errors import ConfigError
 from clinseq.models.base import check_choice, check_positive
 from clinseq.models.fft_conv import fft_conv
-from clinseq.utils import ConfigError
 
 __all__ = ["SGConv", "sgconv_scales"]
 

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -33,24 +33,24 @@ def check_positive_int(name: str, value: int) -> int:
 def check_embeddings(owner: str, name: str, z: object, layout: str, ndim: int) -> torch.Tensor:
     """``z`` must be a floating tensor with ``ndim`` axes; ``layout`` names them, e.g. "(B, D)"."""
     if not isinstance(z, torch.Tensor):
-        raise ConfigError(
+        raise ShapeError(
             f"{owner} expects {name} as a float tensor of shape {layout}, got {type(z).__name__}"
         )
     if z.ndim != ndim:
-        raise ConfigError(
+        raise ShapeError(
             f"{owner} expects {name} of shape {layout}, got shape {tuple(z.shape)}; "
             + ("pool over time first (e.g. encoder(x))" if z.ndim > ndim else "add the missing axis")
         )
     if not z.is_floating_point():
-        raise ConfigError(f"{owner} expects floating {name}, got dtype {z.dtype}; use .float()")
+        raise ShapeError(f"{owner} expects floating {name}, got dtype {z.dtype}; use .float()")
     if any(s == 0 for s in z.shape):
-        raise ConfigError(f"{owner} got an empty {name} of shape {tuple(z.shape)}; every axis must be >= 1")
+        raise ShapeError(f"{owner} got an empty {name} of shape {tuple(z.shape)}; every axis must be >= 1")
     return z
 
 
 def check_same_shape(owner: str, name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
     if a.shape != b.shape:
-        raise ConfigError(
+        raise ShapeError(
             f"{owner} expects {name_a} and {name_b} of the same shape (paired views), got "
             f"{tuple(a.shape)} and {tuple(b.shape)}"
         )
@@ -61,18 +61,18 @@ def check_ids(
 ) -> torch.Tensor:
     """``ids`` must be an integer tensor of shape (n,) on ``like``'s device."""
     if not isinstance(ids, torch.Tensor):
-        raise ConfigError(
+        raise ShapeError(
             f"{owner} expects {name} as an integer tensor of shape ({n_desc},) = ({n},), got "
             f"{type(ids).__name__}; pass torch.as_tensor(ids)"
         )
     if ids.dtype not in _INT_DTYPES:
-        raise ConfigError(f"{owner} expects integer {name}, got dtype {ids.dtype}; convert with .long()")
+        raise ShapeError(f"{owner} expects integer {name}, got dtype {ids.dtype}; convert with .long()")
     if ids.shape != (n,):
-        raise ConfigError(
+        raise ShapeError(
             f"{owner} expects {name} of shape ({n_desc},) = ({n},), one per item, got {tuple(ids.shape)}"
         )
     if ids.device != like.device:
-        raise ConfigError(f"{owner}: {name} is on {ids.device} but the embeddings on {like.device}; move it")
+        raise ShapeError(f"{owner}: {name} is on {ids.device} but the embeddings on {like.device}; move it")
     return ids.long()
 
 

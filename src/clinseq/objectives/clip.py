@@ -23,6 +23,7 @@ import math
 import torch
 from torch import nn
 
+from clinseq.errors import ConfigError
 from clinseq.models import l2_normalize
 from clinseq.objectives._common import (
     check_embeddings,
@@ -33,7 +34,6 @@ from clinseq.objectives._common import (
 )
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
 from clinseq.objectives.distributed import rank
-from clinseq.utils import ConfigError
 
 __all__ = ["CLIPObjective", "CrossModalCLIP"]
 

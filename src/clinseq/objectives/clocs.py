@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import torch
 
+from clinseq.errors import ShapeError
 from clinseq.models import l2_normalize
 from clinseq.objectives._common import check_choice, check_embeddings, check_ids, retrieval_top1
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
-from clinseq.utils import ConfigError
 
 __all__ = ["CLOCS"]
 
@@ -61,7 +61,7 @@ class CLOCS(ContrastiveObjective):
         check_embeddings("CLOCS", "z", z, "(B, V, D)", 3)
         b, v, d = z.shape
         if v < 2:
-            raise ConfigError(
+            raise ShapeError(
                 f"CLOCS ({self.mode}) needs at least 2 views per ECG (segments and/or leads), got V={v} in "
                 f"z of shape {tuple(z.shape)}"
             )

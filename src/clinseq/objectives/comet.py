@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.models import l2_normalize
 from clinseq.objectives._common import (
     check_choice,
@@ -55,7 +56,6 @@ from clinseq.objectives._common import (
     retrieval_top1,
 )
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
-from clinseq.utils import ConfigError
 
 __all__ = ["COMET", "LEVELS"]
 
@@ -201,11 +201,11 @@ class COMET(ContrastiveObjective):
                 r1, r2 = self._pool(z1), self._pool(z2)
             else:
                 if not (isinstance(id_views, (tuple, list)) and len(id_views) == 2):
-                    raise ConfigError("id_views must be a pair (view1, view2) of (B, T, D) or (B, D) tensors")
+                    raise ShapeError("id_views must be a pair (view1, view2) of (B, T, D) or (B, D) tensors")
                 for i, v in enumerate(id_views):
                     if not isinstance(v, torch.Tensor) or v.ndim not in (2, 3) or v.shape[0] != b:
                         got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-                        raise ConfigError(f"id_views[{i}] must be (B={b}, T, D) or (B={b}, D), got {got}")
+                        raise ShapeError(f"id_views[{i}] must be (B={b}, T, D) or (B={b}, D), got {got}")
                 check_same_shape("COMET", "id_views[0]", id_views[0], "id_views[1]", id_views[1])
                 r1, r2 = self._pool(id_views[0]), self._pool(id_views[1])
             r1, r2 = l2_normalize(r1), l2_normalize(r2)
@@ -213,7 +213,7 @@ class COMET(ContrastiveObjective):
                 if lw[level] == 0:
                     continue
                 if ids is None:
-                    raise ConfigError(
+                    raise ShapeError(
                         f"COMET's {level} level has weight {lw[level]} > 0 and needs {level}_ids (B,); "
                         "pass them or set its weight to 0"
                     )

@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from clinseq.errors import ShapeError
 from clinseq.kernels import cpc_ids, cpc_info_nce, grouped_info_nce
 from clinseq.objectives._common import (
     check_choice,
@@ -45,7 +46,6 @@ from clinseq.objectives._common import (
     retrieval_top1,
 )
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
-from clinseq.utils import ConfigError
 
 __all__ = ["CPC", "VARIANTS"]
 
@@ -98,10 +98,10 @@ class CPC(ContrastiveObjective):
         """W_k (Dz, Dc) for step k ∈ [1, K] (a view of the shared weight); ``"mehari"``: k = K only."""
         if self.variant == "mehari":
             if k != self.n_steps:
-                raise ConfigError(f"CPC(variant='mehari') predicts step {self.n_steps} only, got k={k}")
+                raise ShapeError(f"CPC(variant='mehari') predicts step {self.n_steps} only, got k={k}")
             return self.predictors.weight
         if not 1 <= k <= self.n_steps:
-            raise ConfigError(f"step k must be in [1, {self.n_steps}], got {k}")
+            raise ShapeError(f"step k must be in [1, {self.n_steps}], got {k}")
         return self.predictors.weight[(k - 1) * self.z_dim : k * self.z_dim]
 
     def predict(self, c: torch.Tensor) -> torch.Tensor:
@@ -125,12 +125,12 @@ class CPC(ContrastiveObjective):
         check_embeddings("CPC", "c", c, "(B, T, Dc)", 3)
         b, t, dz = z.shape
         if dz != self.z_dim or c.shape[-1] != self.context_dim or c.shape[:2] != z.shape[:2]:
-            raise ConfigError(
+            raise ShapeError(
                 f"CPC was built for z (B, T, {self.z_dim}) and c (B, T, {self.context_dim}) with the same B "
                 f"and T, got z {tuple(z.shape)} and c {tuple(c.shape)}"
             )
         if t < 2:
-            raise ConfigError(
+            raise ShapeError(
                 f"CPC needs at least 2 frames per sequence (T >= 2) to predict a future, got T={t}"
             )
         if self.variant == "mehari":
@@ -172,7 +172,7 @@ class CPC(ContrastiveObjective):
         b, t, dz = z.shape
         k = self.n_steps
         if t <= k:
-            raise ConfigError(
+            raise ShapeError(
                 f"CPC(variant='mehari') predicts {k} frames ahead and needs T > {k} frames, got T={t}"
             )
         p = self.predictors(c[:, : t - k]).to(z.dtype)  # (B, T − k, Dz)

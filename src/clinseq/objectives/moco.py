@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from clinseq.errors import ShapeError
 from clinseq.models import l2_normalize
 from clinseq.objectives._common import (
     check_embeddings,
@@ -31,7 +32,6 @@ from clinseq.objectives._common import (
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
 from clinseq.objectives.distributed import gather_no_grad, to_local_first
 from clinseq.objectives.queue import KeyQueue
-from clinseq.utils import ConfigError
 
 __all__ = ["MoCo"]
 
@@ -59,7 +59,7 @@ class MoCo(ContrastiveObjective):
         check_embeddings("MoCo", "k", k, "(B, D)", 2)
         check_same_shape("MoCo", "q", q, "k", k)
         if q.shape[1] != self.dim:
-            raise ConfigError(f"MoCo was built for dim={self.dim}, got q of shape {tuple(q.shape)}")
+            raise ShapeError(f"MoCo was built for dim={self.dim}, got q of shape {tuple(q.shape)}")
         b = q.shape[0]
         uq = l2_normalize(q)
         uk = l2_normalize(k.detach())

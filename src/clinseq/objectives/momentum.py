@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 
 __all__ = ["MomentumEncoder", "ema_update"]
 
@@ -62,14 +62,14 @@ def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
     tg_params = dict(target.named_parameters())
     if on_params.keys() != tg_params.keys():
         missing = sorted(set(on_params) ^ set(tg_params))[:5]
-        raise ConfigError(
+        raise ShapeError(
             "ema_update needs the same parameters in online and target modules; these differ: "
             f"{missing}; build the target as copy.deepcopy(online) (MomentumEncoder does)"
         )
     names = list(on_params)
     for name in names:
         if on_params[name].shape != tg_params[name].shape:
-            raise ConfigError(
+            raise ShapeError(
                 f"parameter {name!r} has shape {tuple(on_params[name].shape)} online but "
                 f"{tuple(tg_params[name].shape)} in the target; they must match"
             )
@@ -81,7 +81,7 @@ def ema_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
     on_bufs = dict(online.named_buffers())
     tg_bufs = dict(target.named_buffers())
     if on_bufs.keys() != tg_bufs.keys():
-        raise ConfigError(
+        raise ShapeError(
             "ema_update needs the same buffers in online and target modules; these differ: "
             f"{sorted(set(on_bufs) ^ set(tg_bufs))[:5]}"
         )

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import torch
 
+from clinseq.errors import ShapeError
 from clinseq.models import l2_normalize
 from clinseq.objectives._common import (
     check_embeddings,
@@ -56,7 +57,6 @@ from clinseq.objectives._common import (
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
 from clinseq.objectives.distributed import gather_no_grad, to_local_first
 from clinseq.objectives.queue import KeyQueue
-from clinseq.utils import ConfigError
 
 __all__ = ["PMQ"]
 
@@ -94,7 +94,7 @@ class PMQ(ContrastiveObjective):
         check_embeddings("PMQ", "k", k, "(B, D)", 2)
         check_same_shape("PMQ", "q", q, "k", k)
         if q.shape[1] != self.dim:
-            raise ConfigError(f"PMQ was built for dim={self.dim}, got q of shape {tuple(q.shape)}")
+            raise ShapeError(f"PMQ was built for dim={self.dim}, got q of shape {tuple(q.shape)}")
         b = q.shape[0]
         pid = check_ids("PMQ", "patient_ids", patient_ids, b, q)
         uq = l2_normalize(q)

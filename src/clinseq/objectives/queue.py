@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 
 __all__ = ["KeyQueue"]
 
@@ -73,7 +73,7 @@ class KeyQueue(nn.Module):
     def ids(self) -> torch.Tensor:
         """(len,) the ids held, aligned with ``keys``."""
         if self.queue_ids is None:
-            raise ConfigError("this KeyQueue was built with track_ids=False and holds no ids")
+            raise ShapeError("this KeyQueue was built with track_ids=False and holds no ids")
         return self.queue_ids[: self._filled]
 
     def ordered(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -90,11 +90,12 @@ class KeyQueue(nn.Module):
         """Enqueue a batch of keys (n, D) (detached, cast to the storage dtype) and their ids (n,).
 
         The oldest entries are overwritten once the queue is full. Raises ``ConfigError`` when n > size
-        (part of the batch would be lost) or when ids are missing/unexpected or mis-shaped.
+        (part of the batch would be lost), ``ShapeError`` when keys or ids are mis-shaped, missing or
+        unexpected.
         """
         if not isinstance(keys, torch.Tensor) or keys.ndim != 2 or keys.shape[1] != self.dim:
             got = tuple(keys.shape) if isinstance(keys, torch.Tensor) else type(keys).__name__
-            raise ConfigError(f"KeyQueue.push expects keys of shape (n, {self.dim}), got {got}")
+            raise ShapeError(f"KeyQueue.push expects keys of shape (n, {self.dim}), got {got}")
         n = keys.shape[0]
         if n > self.size:
             raise ConfigError(
@@ -102,20 +103,20 @@ class KeyQueue(nn.Module):
                 f"batch would be dropped; use queue_size >= the (global) batch size {n}"
             )
         if keys.device != self.queue_keys.device:
-            raise ConfigError(
+            raise ShapeError(
                 f"keys are on {keys.device} but the queue is on {self.queue_keys.device}; move the objective "
                 "that owns the queue to the keys' device (objective.to(device))"
             )
         if self.track_ids:
             if ids is None:
-                raise ConfigError("this KeyQueue tracks ids (track_ids=True): pass ids of shape (n,)")
+                raise ShapeError("this KeyQueue tracks ids (track_ids=True): pass ids of shape (n,)")
             if ids.shape != (n,) or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-                raise ConfigError(
+                raise ShapeError(
                     f"ids must be an integer tensor of shape ({n},) like the keys, got {tuple(ids.shape)} "
                     f"{ids.dtype}"
                 )
         elif ids is not None:
-            raise ConfigError("this KeyQueue was built with track_ids=False; pass no ids")
+            raise ShapeError("this KeyQueue was built with track_ids=False; pass no ids")
         if n == 0:
             return
         keys = keys.detach().to(self.queue_keys.dtype)

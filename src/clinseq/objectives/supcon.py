@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import torch
 
+from clinseq.errors import ShapeError
 from clinseq.models import l2_normalize
 from clinseq.objectives._common import check_embeddings, check_ids
 from clinseq.objectives.base import ContrastiveObjective, LossOutput
-from clinseq.utils import ConfigError
 
 __all__ = ["SupCon"]
 
@@ -37,7 +37,7 @@ class SupCon(ContrastiveObjective):
         if isinstance(z, torch.Tensor) and z.ndim == 2:
             z = z[:, None]
         if isinstance(z, torch.Tensor) and z.ndim not in (2, 3):
-            raise ConfigError(f"SupCon expects z of shape (B, V, D) or (B, D), got {tuple(z.shape)}")
+            raise ShapeError(f"SupCon expects z of shape (B, V, D) or (B, D), got {tuple(z.shape)}")
         check_embeddings("SupCon", "z", z, "(B, V, D)", 3)
         b, v, d = z.shape
         y = check_ids("SupCon", "labels", labels, b, z)

@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from clinseq.errors import StoreError
 from clinseq.timeline.events import (
     CODE_INDEX,
     EVENT_SCHEMA,
@@ -45,7 +46,6 @@ from clinseq.timeline.events import (
     EVENTS_INDEX,
     INDEX_ARROW_SCHEMA,
 )
-from clinseq.utils import StoreError
 
 _EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clinseq import __version__
+from clinseq.errors import ConfigError, StoreError
 from clinseq.timeline.events import (
     CODE_INDEX,
     EVENT_SCHEMA,
@@ -43,7 +44,6 @@ from clinseq.timeline.events import (
     to_arrow_events,
 )
 from clinseq.timeline.events_sort import canonical_sort, sort_ranked
-from clinseq.utils import ConfigError, StoreError
 
 #: MEDS split names → the store's split names (patients.parquet).
 MEDS_TO_STORE_SPLIT = {"train": "train", "tuning": "val", "held_out": "test"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from clinseq.utils import SourceError
+from clinseq.errors import SourceError
 
 #: Sample dtypes a store part may hold: ADC integers (lossless for WFDB/EDF/BDF) or float32 physical.
 SAMPLE_DTYPES = (np.dtype("int16"), np.dtype("int32"), np.dtype("float32"))

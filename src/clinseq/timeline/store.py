@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from clinseq.errors import StoreError
 from clinseq.timeline.events import EVENTS_INDEX
 from clinseq.timeline.events_read import EventIndex
 from clinseq.timeline.writer import (
@@ -28,7 +29,6 @@ from clinseq.timeline.writer import (
     RECORDING_EVENTS,
     SIGNALS_DIR,
 )
-from clinseq.utils import StoreError
 
 Units = Literal["physical", "adc"]
 

@@ -39,8 +39,8 @@ import polars as pl
 import pyarrow as pa
 
 from clinseq import __version__
+from clinseq.errors import StoreError
 from clinseq.timeline.records import Recording
-from clinseq.utils import StoreError
 
 FORMAT_VERSION = 1
 SIGNALS_DIR = "signals"

@@ -1,15 +1,13 @@
 """Config → objects: the store, the pretraining split, sampler, dataset, loader, encoder, head and views.
 
-Every free-form keyword mapping of a config (``model.encoder_kwargs``, ``data.sampler_kwargs``, the views,
-``method.objective``, ``method.options``, ``eval.options``) is checked by :func:`validate_components`
-against the signature (names and annotated types) of what it will be passed to, before anything is
-built or read, so a typo fails in a second with the list of valid names rather than after a conversion.
+Encoders and samplers are built from their registries (:data:`clinseq.models.registry.ENCODERS`,
+:data:`clinseq.data.registry.SAMPLERS`); the views from the classes of :mod:`clinseq.data.views`. Every
+keyword mapping was checked before by :func:`clinseq.train.config.validate_components`.
 """
 
 from __future__ import annotations
 
 import inspect
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,201 +18,48 @@ import polars as pl
 import torch
 from torch import nn
 
-from clinseq.train.config import DataConfig, ModelConfig, PretrainConfig, check_value, unknown_key
+from clinseq.data import views as views_module
+from clinseq.data.datasets import WindowDataset, collate_windows
+from clinseq.data.epoch_loader import EpochLoader
+from clinseq.data.event_pairs import ECGContextPairs, PatientEventPairs, collate_event_pairs
+from clinseq.data.event_sequences import CodeVocabulary, ValueNormalizer
+from clinseq.data.registry import SAMPLERS
+from clinseq.data.splits import assert_no_leakage, patient_split, ptbxl_split, split_of_store
+from clinseq.errors import ConfigError
+from clinseq.models import ProjectionHead
+from clinseq.models.registry import ENCODERS
+from clinseq.train.checks import check_kwargs, unknown_key
 from clinseq.train.distributed import DistContext, barrier
-from clinseq.train.loop import EpochLoader
-from clinseq.utils import ConfigError
 
 if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore
+    from clinseq.train.config import DataConfig, ModelConfig, PretrainConfig
 
 __all__ = [
-    "ENCODERS",
-    "SAMPLERS",
+    "ENCODER_PROVIDED",
+    "SAMPLER_PROVIDED",
     "PretrainData",
     "build_data",
     "build_encoder",
     "build_head",
     "build_views",
     "check_eval_store",
-    "check_kwargs",
     "prepare_store",
     "pretrain_patients",
-    "validate_components",
+    "view_factory",
 ]
 
 
-# -- registries (lazy, so that importing clinseq.train stays cheap) -------------------------------------
-def _encoders() -> dict[str, Callable[..., nn.Module]]:
-    from clinseq.models import (
-        CPCEncoder,
-        EventTransformer,
-        PatchTransformer,
-        ResNet1d,
-        S4DEncoder,
-        SGConvEncoder,
-        XResNet1d,
-    )
-
-    return {
-        "resnet1d": ResNet1d,
-        "xresnet1d": XResNet1d,
-        "cpc": CPCEncoder,
-        "patch_transformer": PatchTransformer,
-        "event_transformer": EventTransformer,
-        "s4d": S4DEncoder,
-        "sgconv": SGConvEncoder,
-    }
-
-
-def _samplers() -> dict[str, Callable[..., Any]]:
-    from clinseq.data.samplers import (
-        HierarchicalSampler,
-        PatientBatchSampler,
-        PolyWindowSampler,
-        RandomWindowSampler,
-    )
-
-    return {
-        "patient": PatientBatchSampler,
-        "polywindow": PolyWindowSampler,
-        "hierarchical": HierarchicalSampler,
-        "random": RandomWindowSampler,
-        # EHR: batches of patients; each patient gives two event windows (see PatientEventPairs).
-        "events": RandomWindowSampler,
-    }
-
-
-#: Encoder names of ``model.encoder`` (the classes of :mod:`clinseq.models`).
-ENCODERS = ("resnet1d", "xresnet1d", "cpc", "patch_transformer", "event_transformer", "s4d", "sgconv")
-#: Sampler names of ``data.sampler`` (the classes of :mod:`clinseq.data.samplers`).
-SAMPLERS = ("patient", "polywindow", "hierarchical", "random", "events")
-
 # Arguments the builders fill in themselves (not allowed in the config's keyword mappings).
-_SAMPLER_PROVIDED = ("recordings", "window_s", "window_n_samples", "seed", "rank", "world_size")
-_ENCODER_PROVIDED = ("in_channels", "vocab_size")
-
-
-# -- signature checks -----------------------------------------------------------------------------------
-def _hints(target: Callable[..., Any]) -> dict[str, Any]:
-    target = target.__init__ if inspect.isclass(target) else target
-    try:
-        return typing.get_type_hints(target)
-    except Exception:  # noqa: BLE001 - unresolvable annotations are simply not type-checked
-        return {}
-
-
-def _parameters(fn: Callable[..., Any]) -> tuple[dict[str, inspect.Parameter], bool, dict[str, Any]]:
-    """Keyword parameters of ``fn`` (``{name: Parameter}``), whether it takes any ``**kwargs``, type hints.
-
-    A class whose ``__init__`` ends in ``**kwargs`` forwards them to its base class (the objectives'
-    ``super().__init__(temperature, **kwargs)``): the base classes' parameters are collected too, so
-    that a misspelt base option is still caught.
-    """
-    params: dict[str, inspect.Parameter] = {}
-    hints: dict[str, Any] = {}
-    chain = (
-        [c for c in fn.__mro__ if "__init__" in vars(c) and c is not object] if inspect.isclass(fn) else [fn]
-    )
-    var_kw = False
-    for target in chain:
-        sig = inspect.signature(target)
-        for n, p in sig.parameters.items():
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self" and n not in params:
-                # Base-class parameters the subclass passes positionally are required only once.
-                params[n] = (
-                    p
-                    if target is chain[0]
-                    else p.replace(default=None if p.default is p.empty else p.default)
-                )
-        for n, h in _hints(target).items():
-            hints.setdefault(n, h)
-        var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-        if not var_kw or not inspect.isclass(fn):
-            break
-    else:
-        var_kw = False  # every class forwards **kwargs up to nn.Module, which takes no options
-    return params, var_kw, hints
-
-
-def check_kwargs(
-    fn: Callable[..., Any],
-    kwargs: Mapping[str, Any],
-    key: str,
-    *,
-    provided: Sequence[str] = (),
-    require: bool = True,
-) -> None:
-    """Raise a ``ConfigError`` unless ``fn(**provided, **kwargs)`` matches ``fn``'s signature.
-
-    Checks that every key is a parameter of ``fn`` (not one the builder ``provided`` itself), that the
-    values have the annotated types, and (``require``) that no parameter without a default is missing.
-    """
-    params, var_kw, hints = _parameters(fn)
-    valid = [n for n in params if n not in provided]
-    for name, value in kwargs.items():
-        if name in provided:
-            raise ConfigError(
-                f"{key}.{name} is set by clinseq from the rest of the config (it fills "
-                f"{', '.join(provided)}); remove it from {key}"
-            )
-        if name not in params and not var_kw:
-            raise unknown_key(f"{key}.{name}", name, valid)
-        if name in hints:
-            check_value(value, hints[name], f"{key}.{name}")
-    if require:
-        missing = [
-            n for n, p in params.items() if p.default is p.empty and n not in kwargs and n not in provided
-        ]
-        if missing:
-            raise ConfigError(f"{key} lacks required argument(s) {missing} of {getattr(fn, '__name__', fn)}")
-
-
-def validate_components(config: PretrainConfig) -> None:
-    """Check every keyword mapping of ``config`` against what it configures (nothing is built)."""
-    encoders = _encoders()
-    check_kwargs(encoders[config.model.encoder], config.model.encoder_kwargs, "model.encoder_kwargs",
-                 provided=_ENCODER_PROVIDED)  # fmt: skip
-    sampler = _samplers()[config.data.sampler]
-    provided = _SAMPLER_PROVIDED
-    if config.data.sampler == "events":
-        provided = (*_SAMPLER_PROVIDED, "windows_per_recording")
-    check_kwargs(sampler, config.data.sampler_kwargs, "data.sampler_kwargs", provided=provided)
-    for i, view in enumerate(config.data.views):
-        _view_factory(view, f"data.views[{i}]")
-    from clinseq.train.tasks import task_class
-
-    task = task_class(config.method.name)
-    task.validate(config)
-    if config.eval.enabled:
-        from clinseq.eval import TASKS, EvalOptions
-
-        if not config.eval.tasks:
-            raise ConfigError(
-                "eval.enabled is true but eval.tasks is empty; name a task or set eval.enabled=false"
-            )
-        for name in config.eval.tasks:
-            if name not in TASKS:
-                raise unknown_key(f"eval.tasks={name}", name, list(TASKS))
-        # window_s and channels default to data.*, and an option may override them (e.g. a shorter window).
-        fixed = ("fractions", "seeds", "n_boot", "device")
-        for key in config.eval.options:
-            if key in fixed:
-                where = "run.device" if key == "device" else f"eval.{key}"
-                raise ConfigError(f"eval.options.{key} is set by the recipe from {where}; set that instead")
-            if key not in EvalOptions.fields():
-                raise unknown_key(
-                    f"eval.options.{key}", key, [k for k in EvalOptions.fields() if k not in fixed]
-                )
+SAMPLER_PROVIDED = ("recordings", "window_s", "window_n_samples", "seed", "rank", "world_size")
+ENCODER_PROVIDED = ("in_channels", "vocab_size")
 
 
 # -- views ----------------------------------------------------------------------------------------------
-def _view_factory(
+def view_factory(
     spec: Mapping[str, Any], key: str
 ) -> tuple[Callable[..., Any], dict[str, Any], float | None]:
     """``(view class, its kwargs, probability p or None)`` of one ``data.views`` entry, checked."""
-    from clinseq.data import views as views_module
-
     factories = _view_names(views_module)
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise ConfigError(
@@ -261,7 +106,7 @@ def build_views(
 
     parts = []
     for i, spec in enumerate(specs):
-        factory, kwargs, p = _view_factory(spec, f"data.views[{i}]")
+        factory, kwargs, p = view_factory(spec, f"data.views[{i}]")
         if "sampling_rate_hz" in inspect.signature(factory).parameters:
             if sampling_rate_hz is None:
                 raise ConfigError(
@@ -329,8 +174,6 @@ def pretrain_patients(
     ``data.pretrain_splits`` (default: train), so the patients the probe is evaluated on are never seen in
     pretraining.
     """
-    from clinseq.data.splits import assert_no_leakage, patient_split, ptbxl_split, split_of_store
-
     if config.data.split == "ptbxl":
         split = ptbxl_split(store)
     elif config.data.split == "store":
@@ -371,9 +214,9 @@ def build_encoder(
     model: ModelConfig, *, in_channels: int | None = None, vocab_size: int | None = None
 ) -> nn.Module:
     """The encoder of ``model.encoder`` with ``encoder_kwargs`` (input width filled in from the data)."""
-    cls = _encoders()[model.encoder]
+    cls = ENCODERS[model.encoder]
     kwargs = dict(model.encoder_kwargs)
-    check_kwargs(cls, kwargs, "model.encoder_kwargs", provided=_ENCODER_PROVIDED, require=False)
+    check_kwargs(cls, kwargs, "model.encoder_kwargs", provided=ENCODER_PROVIDED, require=False)
     if model.encoder == "event_transformer":
         if vocab_size is None:
             raise ConfigError(
@@ -387,8 +230,6 @@ def build_encoder(
 
 def build_head(model: ModelConfig, embed_dim: int) -> nn.Module:
     """The projection head (``ProjectionHead``), or ``nn.Identity`` when ``projection_dim`` is 0."""
-    from clinseq.models import ProjectionHead
-
     if model.projection_dim == 0:
         return nn.Identity()
     hidden = model.projection_hidden_dim or embed_dim
@@ -400,7 +241,7 @@ def build_head(model: ModelConfig, embed_dim: int) -> nn.Module:
 # -- data -----------------------------------------------------------------------------------------------
 @dataclass
 class PretrainData:
-    """What a task trains on: the store, the split, the pretraining recordings and the loader."""
+    """What a method trains on: the store, the split, the pretraining recordings and the loader."""
 
     store: TimelineStore
     split: dict[str, np.ndarray]
@@ -425,7 +266,7 @@ def build_data(
     """The sampler, dataset and loader of ``config.data`` over the pretraining patients of ``store``.
 
     Args:
-        window_s: the length of what the dataset reads (default ``data.window_s``); a task that cuts one
+        window_s: the length of what the dataset reads (default ``data.window_s``); a method that cuts one
             read into two adjacent segments (PMQ, CLOCS-CMSC) asks for twice the window.
     """
     ctx = ctx or DistContext()
@@ -436,13 +277,11 @@ def build_data(
             "with ECG recordings and EHR events of the same patients (MIMIC-IV-ECG + MIMIC-IV)"
         )
     split, patients = pretrain_patients(store, config)
-    sampler_cls = _samplers()[data.sampler]
+    sampler_cls = SAMPLERS[data.sampler]
     common = {"seed": config.run.seed, "rank": ctx.rank, "world_size": ctx.world_size}
     pin = ctx.device.type == "cuda" if data.pin_memory is None else data.pin_memory
     loader_options = {"prefetch_factor": data.prefetch_factor}
     if data.sampler == "events":
-        from clinseq.train.ehr import PatientEventPairs, collate_event_pairs
-
         dataset = PatientEventPairs.fit(store, patients, max_len=data.max_events, seed=config.run.seed)
         table = pl.DataFrame(
             {"recording_id": np.arange(len(dataset.patient_ids)), "patient_id": dataset.patient_ids}
@@ -452,8 +291,6 @@ def build_data(
             dataset, sampler, collate_event_pairs, data.num_workers, pin, config.run.seed, **loader_options
         )
         return PretrainData(store, split, patients, loader, sampler, dataset, vocab_size=dataset.vocab_size)
-
-    from clinseq.data.datasets import WindowDataset, collate_windows
 
     window_s = data.window_s if window_s is None else window_s
     recordings = pretrain_recordings(store, config, patients)
@@ -467,9 +304,6 @@ def build_data(
     )
     n_channels, rate, vocab_size = dataset.n_channels, dataset.sampling_rate_hz, None
     if data.ehr_context_s is not None:
-        from clinseq.data.event_sequences import CodeVocabulary, ValueNormalizer
-        from clinseq.train.ehr import ECGContextPairs
-
         ehr_patients = np.intersect1d(patients, store.event_index.subject_ids)
         vocab = CodeVocabulary.fit(store.event_index, ehr_patients)
         normalizer = ValueNormalizer.fit(store.event_index, ehr_patients)

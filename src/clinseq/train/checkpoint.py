@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from clinseq.errors import ConfigError
 from clinseq.train.distributed import DistContext, barrier
-from clinseq.utils import ConfigError
 
 __all__ = [
     "CHECKPOINTS_DIR",

@@ -20,7 +20,7 @@ is rejected with the list of valid ones) and every value against the field's typ
 ``int`` is declared, ``float`` accepts ints, ``Literal`` choices are enforced). Free-form keyword
 mappings (``encoder_kwargs``, ``sampler_kwargs``, ``method.objective``, ``method.options``) are checked
 later against the signature of what they are passed to, before anything is built
-(:func:`clinseq.train.builders.validate_components`).
+(:func:`validate_components`).
 
 Paths: ``{data}`` in ``data.root`` expands to :func:`clinseq.utils.data_root` (``$CLINSEQ_DATA``, default
 ``../shared/data``); other relative paths are relative to the working directory.
@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
-import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,8 +38,14 @@ from typing import Any, Literal
 
 import yaml
 
+from clinseq.data.registry import SAMPLERS
+from clinseq.errors import ConfigError
 from clinseq.io.sources import SOURCES
-from clinseq.utils import ConfigError, data_root
+from clinseq.models.registry import ENCODERS
+from clinseq.train.builders import ENCODER_PROVIDED, SAMPLER_PROVIDED, view_factory
+from clinseq.train.checks import check_kwargs, check_value, unknown_key
+from clinseq.train.methods import METHODS
+from clinseq.utils import data_root
 
 __all__ = [
     "DataConfig",
@@ -58,6 +62,7 @@ __all__ = [
     "load_config",
     "parse_set",
     "save_config",
+    "validate_components",
 ]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -104,9 +109,9 @@ class DataConfig:
             so neither validation nor test patients are seen before the probe).
         window_s: window length in seconds (each view/crop the encoder sees).
         channels: channel names to keep, in order; None keeps all.
-        sampler: "patient" (P patients × V recordings), "polywindow" (R recordings × M windows),
-            "hierarchical" (patients → recordings → windows), "random" (independent windows) or
-            "events" (EHR event windows, two per patient).
+        sampler: a name of :data:`clinseq.data.registry.SAMPLERS`: "patient" (P patients × V
+            recordings), "polywindow" (R recordings × M windows), "hierarchical" (patients → recordings
+            → windows), "random" (independent windows) or "events" (EHR event windows, two per patient).
         sampler_kwargs: keyword arguments of the sampler (checked against its signature).
         views: augmentations applied by the method, e.g. ``[{name: gaussian_noise, snr_db: 20}]``.
         num_workers: DataLoader worker processes (0 reads in the main process). The workers persist for
@@ -128,7 +133,7 @@ class DataConfig:
     pretrain_splits: list[str] = field(default_factory=lambda: ["train"])
     window_s: float = 2.5
     channels: list[str] | None = None
-    sampler: Literal["patient", "polywindow", "hierarchical", "random", "events"] = "patient"
+    sampler: str = "patient"
     sampler_kwargs: dict[str, Any] = field(default_factory=dict)
     views: list[dict[str, Any]] = field(default_factory=list)
     num_workers: int = 0
@@ -143,8 +148,9 @@ class ModelConfig:
     """The encoder and the projection head.
 
     Attributes:
-        encoder: "resnet1d" (Ribeiro/PCLR), "xresnet1d", "cpc", "patch_transformer",
-            "event_transformer", "s4d" (S4D stack) or "sgconv" (SGConv stack, SL-S4Wave shape).
+        encoder: a name of :data:`clinseq.models.registry.ENCODERS`: "resnet1d" (Ribeiro/PCLR),
+            "xresnet1d", "cpc", "patch_transformer", "event_transformer", "s4d" (S4D stack) or "sgconv"
+            (SGConv stack, SL-S4Wave shape).
         encoder_kwargs: constructor arguments of the encoder (checked against its signature;
             ``in_channels`` and, for EHR, ``vocab_size`` are filled in from the data).
         projection_dim: output width of the projection head (0 = no head: the loss sees the
@@ -156,9 +162,7 @@ class ModelConfig:
             SyncBatchNorm is not available in torch, so each rank normalises its own batch there).
     """
 
-    encoder: Literal[
-        "resnet1d", "xresnet1d", "cpc", "patch_transformer", "event_transformer", "s4d", "sgconv"
-    ] = "resnet1d"
+    encoder: str = "resnet1d"
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     projection_dim: int = 128
     projection_hidden_dim: int | None = None
@@ -169,13 +173,13 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    """The pretraining method: the task gluing batch → views → encoder → heads → objective.
+    """The pretraining method: the module gluing batch → views → encoder → heads → objective.
 
     Attributes:
-        name: one of :data:`clinseq.train.tasks.TASKS` ("pclr", "simclr", "polywindow", "comet",
+        name: a name of :data:`clinseq.train.methods.METHODS` ("pclr", "simclr", "polywindow", "comet",
             "pmq", "cpc", "clocs", "ehr_patient_contrast", "ecg_ehr").
         objective: constructor arguments of the objective (checked against its signature).
-        options: the task's own options (checked against the task's signature).
+        options: the method's own options (checked against the method class's signature).
     """
 
     name: str = "pclr"
@@ -291,111 +295,8 @@ class PretrainConfig:
         return path
 
 
-# -- type checking ------------------------------------------------------------------------------------
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, Sequence):
-        (arg,) = typing.get_args(tp) or (Any,)
-        return f"a list of {_type_name(arg)}"
-    if origin in (dict, Mapping):
-        return "a mapping"
-    if tp is Any:
-        return "any value"
-    return getattr(tp, "__name__", str(tp))
-
-
-def check_value(value: Any, tp: Any, key: str) -> Any:
-    """Return ``value`` converted to ``tp`` (int → float, tuple → list) or raise a ``ConfigError``.
-
-    Supports the annotations used by the config dataclasses and by the components' signatures:
-    bool, int, float, str, None, ``X | Y``, ``Literal[...]``, ``list[X]``, ``tuple[X, ...]``,
-    ``dict[str, X]`` and ``Any`` (anything goes; the component checks it).
-    """
-    if tp is Any or tp is typing.Any or tp is dataclasses.MISSING:
-        return value
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            try:
-                return check_value(value, arg, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise _type_error(key, tp, value)
-    if origin is Literal:
-        if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
-            return value
-        raise _type_error(key, tp, value)
-    if tp is type(None) or tp is None:
-        if value is None:
-            return None
-        raise _type_error(key, tp, value)
-    if origin in (list, tuple, Sequence) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _type_error(key, tp, value)
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(
-                    f"{key}: expected a list of {len(args)} values, got {len(value)} ({value!r}); "
-                    f"e.g. {key}=[{', '.join('…' for _ in args)}]"
-                )
-            return [
-                check_value(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-            ]
-        arg = args[0] if args else Any
-        return [check_value(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict, Mapping) or tp in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise _type_error(key, tp, value)
-        args = typing.get_args(tp)
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): check_value(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _type_error(key, tp, value)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _type_error(key, tp, value)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _type_error(key, tp, value)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _type_error(key, tp, value)
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise _type_error(key, tp, value)
-    return value  # an annotation we cannot check (e.g. a callable): left to the component
-
-
-def _type_error(key: str, tp: Any, value: Any) -> ConfigError:
-    return ConfigError(
-        f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__}); "
-        f"fix the YAML or pass e.g. --set {key}=<{_type_name(tp)}>"
-    )
-
-
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-
-
-def unknown_key(key: str, name: str, valid: Sequence[str]) -> ConfigError:
-    """The error for an unknown ``key`` (its last part ``name``): the closest valid name and all of them."""
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint} valid keys here: {', '.join(sorted(valid))}")
 
 
 def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
@@ -535,8 +436,20 @@ def load_config(
     config = _build(PretrainConfig, raw, "")
     config.source_path = str(path) if path is not None else None
     config.profile = profile
+    _check_names(config)
     _check_ranges(config)
     return config
+
+
+def _check_names(c: PretrainConfig) -> None:
+    """The registered names: ``model.encoder``, ``data.sampler`` and ``method.name``."""
+    for key, name, registry in (
+        ("model.encoder", c.model.encoder, ENCODERS),
+        ("data.sampler", c.data.sampler, SAMPLERS),
+        ("method.name", c.method.name, METHODS),
+    ):
+        if name not in registry:
+            raise unknown_key(f"{key}={name}", name, list(registry))
 
 
 def _check_ranges(c: PretrainConfig) -> None:
@@ -652,3 +565,38 @@ def config_diff(a: PretrainConfig, b: PretrainConfig, ignore: Sequence[str] = ()
 
     walk(config_to_dict(a), config_to_dict(b), "")
     return out
+
+
+def validate_components(config: PretrainConfig) -> None:
+    """Check every keyword mapping of ``config`` against what it configures (nothing is built)."""
+    _check_names(config)
+    check_kwargs(ENCODERS[config.model.encoder], config.model.encoder_kwargs, "model.encoder_kwargs",
+                 provided=ENCODER_PROVIDED)  # fmt: skip
+    provided = SAMPLER_PROVIDED
+    if config.data.sampler == "events":  # one key per patient: PatientEventPairs gives its two windows
+        provided = (*SAMPLER_PROVIDED, "windows_per_recording")
+    check_kwargs(SAMPLERS[config.data.sampler], config.data.sampler_kwargs, "data.sampler_kwargs",
+                 provided=provided)  # fmt: skip
+    for i, view in enumerate(config.data.views):
+        view_factory(view, f"data.views[{i}]")
+    METHODS[config.method.name].validate(config)
+    if config.eval.enabled:
+        from clinseq.eval import TASKS, EvalOptions
+
+        if not config.eval.tasks:
+            raise ConfigError(
+                "eval.enabled is true but eval.tasks is empty; name a task or set eval.enabled=false"
+            )
+        for name in config.eval.tasks:
+            if name not in TASKS:
+                raise unknown_key(f"eval.tasks={name}", name, list(TASKS))
+        # window_s and channels default to data.*, and an option may override them (e.g. a shorter window).
+        fixed = ("fractions", "seeds", "n_boot", "device")
+        for key in config.eval.options:
+            if key in fixed:
+                where = "run.device" if key == "device" else f"eval.{key}"
+                raise ConfigError(f"eval.options.{key} is set by the recipe from {where}; set that instead")
+            if key not in EvalOptions.fields():
+                raise unknown_key(
+                    f"eval.options.{key}", key, [k for k in EvalOptions.fields() if k not in fixed]
+                )

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 __all__ = ["DistContext", "all_reduce_mean", "barrier", "cleanup_distributed", "init_distributed"]
 

@@ -32,13 +32,13 @@ import numpy as np
 import polars as pl
 
 from clinseq.data.splits import split_of_store
+from clinseq.errors import ConfigError
 from clinseq.eval.ehr_features import PredictionTimeEvents, embed_at_prediction_times
 from clinseq.eval.meds_labels import read_labels
 from clinseq.eval.meds_predictions import predictions_frame, write_predictions
 from clinseq.eval.probe import DEFAULT_CS, LinearProbe, fit_linear_probe
 from clinseq.train.restore import SavedRun, load_run
 from clinseq.train.run import CONFIG_FILE, resolve_run, run_recipe
-from clinseq.utils import ConfigError
 
 __all__ = ["MEDS_SPLIT_TO_STORE", "fit_probe", "predict", "pretrain"]
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 __all__ = ["build_optimizer", "param_groups", "warmup_cosine", "warmup_cosine_factor"]
 

@@ -23,13 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from clinseq.errors import ConfigError
 from clinseq.timeline import TimelineStore
 from clinseq.train.builders import build_data
 from clinseq.train.checkpoint import latest_checkpoint, load_checkpoint
 from clinseq.train.config import PretrainConfig, load_config
+from clinseq.train.methods import method_class
 from clinseq.train.run import CONFIG_FILE
-from clinseq.train.tasks import task_class
-from clinseq.utils import ConfigError
 
 __all__ = ["SavedRun", "eval_featurizers", "load_run"]
 
@@ -54,7 +54,7 @@ def eval_featurizers(
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """The rows of a run's evaluation table (module docstring); ``dataset`` is the pretraining dataset
-    (for EHR runs a :class:`~clinseq.train.ehr.PatientEventPairs` with its vocabulary)."""
+    (for EHR runs a :class:`~clinseq.data.event_pairs.PatientEventPairs` with its vocabulary)."""
     if config.data.sampler != "events":
         return dict(encoders)
     from clinseq.eval import event_featurizers
@@ -89,7 +89,7 @@ def load_run(run_dir: str | Path, store: str | Path | None = None) -> SavedRun:
             "(--store STORE)"
         )
     opened = TimelineStore.open(store_path)
-    method_cls = task_class(config.method.name)
+    method_cls = method_class(config.method.name)
     data = build_data(config, opened, window_s=method_cls.read_window_s(config))
     try:
         torch.manual_seed(config.run.seed)  # as the recipe: the same initial weights

@@ -20,9 +20,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from clinseq.errors import ConfigError
 from clinseq.train.checkpoint import latest_checkpoint
 from clinseq.train.config import PretrainConfig, config_diff, load_config
-from clinseq.utils import ConfigError
 
 __all__ = ["CONFIG_FILE", "RESUME_MAY_CHANGE", "load_recipe", "resolve_run", "run_recipe"]
 

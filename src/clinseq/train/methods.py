@@ -1,6 +1,6 @@
-"""Tasks: the glue between a batch and an objective, one small class per method.
+"""Pretraining methods: the glue between a batch and an objective, one small class per method.
 
-A task is an ``nn.Module`` holding the encoder (what the linear probe evaluates), its heads and the
+A method is an ``nn.Module`` holding the encoder (what the linear probe evaluates), its heads and the
 objective. ``forward(batch, generator=g)`` goes views → encoder → heads → objective and returns the
 objective's ``LossOutput``; ``on_after_step()`` (when defined) runs after each optimizer step (momentum
 encoders). Views (augmentations) are applied here, on the training device, with the per-step generator
@@ -30,7 +30,23 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from clinseq.utils import ConfigError
+from clinseq.data.views import TimeMask
+from clinseq.errors import ConfigError
+from clinseq.models import EventTransformer, PerLeadEncoder, PredictionHead
+from clinseq.objectives import (
+    CLOCS,
+    COMET,
+    CPC,
+    PCLR,
+    PMQ,
+    CrossModalCLIP,
+    MomentumEncoder,
+    PatientWindowContrast,
+    PolyWindow,
+    SimCLR,
+)
+from clinseq.train.builders import build_encoder, build_head, build_views
+from clinseq.train.checks import check_kwargs, unknown_key
 
 if TYPE_CHECKING:
     from clinseq.objectives.base import LossOutput
@@ -38,46 +54,35 @@ if TYPE_CHECKING:
     from clinseq.train.config import PretrainConfig
 
 __all__ = [
-    "TASKS",
-    "CLOCSTask",
-    "COMETTask",
-    "CPCTask",
-    "ECGEHRTask",
-    "EHRPatientContrastTask",
-    "PCLRTask",
-    "PMQTask",
-    "PerLeadEncoder",
-    "PolyWindowTask",
-    "SimCLRTask",
-    "Task",
-    "build_task",
-    "task_class",
+    "METHODS",
+    "CLOCSMethod",
+    "COMETMethod",
+    "CPCMethod",
+    "ECGEHRMethod",
+    "EHRPatientContrastMethod",
+    "PCLRMethod",
+    "PMQMethod",
+    "PolyWindowMethod",
+    "SimCLRMethod",
+    "Method",
+    "build_method",
+    "method_class",
 ]
 
 View = Callable[..., torch.Tensor]
 
 
-def _objective_class(name: str) -> type[nn.Module]:
-    import clinseq.objectives as objectives
-
-    cls = getattr(objectives, name, None)
-    if cls is None:
-        raise ConfigError(
-            f"clinseq.objectives has no {name}; this clinseq cannot run the method that needs it"
-        )
-    return cls
-
-
-class Task(nn.Module):
+class Method(nn.Module):
     """Base class: ``encoder`` (probed after pretraining), ``head`` and ``objective``.
 
     Class attributes:
-        objective_name: the class of :mod:`clinseq.objectives` built from ``method.objective``.
-        samplers: the ``data.sampler`` values whose batch layout the task understands.
-        needs_views: the task cannot work without ``data.views``.
+        objective_class: the objective (a class of :mod:`clinseq.objectives`), built with the keyword
+            arguments of ``method.objective``.
+        samplers: the ``data.sampler`` values whose batch layout the method understands.
+        needs_views: the method cannot work without ``data.views``.
     """
 
-    objective_name: ClassVar[str] = ""
+    objective_class: ClassVar[type[nn.Module]]
     samplers: ClassVar[tuple[str, ...]] = ()
     needs_views: ClassVar[bool] = False
     #: Constructor arguments the builder fills in (not allowed in ``method.options``).
@@ -91,16 +96,14 @@ class Task(nn.Module):
     # -- configuration --------------------------------------------------------------------------
     @classmethod
     def read_window_s(cls, config: PretrainConfig) -> float:
-        """Seconds the dataset reads per item: ``data.window_s``, or several windows for a task that cuts
-        one read into adjacent segments (PMQ's two halves, CLOCS' segments)."""
+        """Seconds the dataset reads per item: ``data.window_s``, or several windows for a method
+        that cuts one read into adjacent segments (PMQ's two halves, CLOCS' segments)."""
         return config.data.window_s
 
     @classmethod
     def validate(cls, config: PretrainConfig) -> None:
         """Check ``method.objective``/``method.options`` against the signatures and the sampler choice."""
-        from clinseq.train.builders import check_kwargs
-
-        check_kwargs(_objective_class(cls.objective_name), cls.objective_kwargs(config), "method.objective")
+        check_kwargs(cls.objective_class, cls.objective_kwargs(config), "method.objective")
         check_kwargs(cls, config.method.options, "method.options", provided=cls.provided)
         if config.data.sampler not in cls.samplers:
             raise ConfigError(
@@ -115,24 +118,20 @@ class Task(nn.Module):
 
     @classmethod
     def objective_kwargs(cls, config: PretrainConfig) -> dict[str, Any]:
-        """Keyword arguments of the objective (``method.objective`` plus what the task derives)."""
+        """Keyword arguments of the objective (``method.objective`` plus what the method derives)."""
         return dict(config.method.objective)
 
     @classmethod
-    def build(cls, config: PretrainConfig, data: PretrainData) -> Task:
+    def build(cls, config: PretrainConfig, data: PretrainData) -> Method:
         """Encoder, head, objective and views from the config; the data give the input shape."""
-        from clinseq.train.builders import build_head, build_views
-
         encoder = cls.build_encoder(config, data)
         head = build_head(config.model, encoder.embed_dim)
-        objective = _objective_class(cls.objective_name)(**cls.objective_kwargs(config))
+        objective = cls.objective_class(**cls.objective_kwargs(config))
         views = build_views(config.data.views, data.sampling_rate_hz)
         return cls(encoder, head, objective, views, **config.method.options)
 
     @classmethod
     def build_encoder(cls, config: PretrainConfig, data: PretrainData) -> nn.Module:
-        from clinseq.train.builders import build_encoder
-
         return build_encoder(config.model, in_channels=data.n_channels, vocab_size=data.vocab_size)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -150,7 +149,7 @@ class Task(nn.Module):
         raise NotImplementedError
 
 
-class PCLRTask(Task):
+class PCLRMethod(Method):
     """PCLR: windows of different recordings of one patient are positives (``patient_id``).
 
     Batches come from :class:`~clinseq.data.samplers.PatientBatchSampler` (P patients × V recordings;
@@ -158,7 +157,7 @@ class PCLRTask(Task):
     are optional (the paper uses none). Also the EEG "patient contrast" recipe.
     """
 
-    objective_name = "PCLR"
+    objective_class = PCLR
     samplers = ("patient", "hierarchical")
 
     def forward(self, batch, generator=None):
@@ -166,10 +165,10 @@ class PCLRTask(Task):
         return self.objective(z, batch["patient_id"])
 
 
-class PolyWindowTask(Task):
+class PolyWindowMethod(Method):
     """Poly-window: the M windows of one recording are mutual positives (``recording_id``)."""
 
-    objective_name = "PolyWindow"
+    objective_class = PolyWindow
     samplers = ("polywindow",)
 
     def forward(self, batch, generator=None):
@@ -177,10 +176,10 @@ class PolyWindowTask(Task):
         return self.objective(z, batch["recording_id"])
 
 
-class SimCLRTask(Task):
+class SimCLRMethod(Method):
     """SimCLR: two independent draws of the views of each window; the other view is the positive."""
 
-    objective_name = "SimCLR"
+    objective_class = SimCLR
     samplers = ("random", "patient", "polywindow")
     needs_views = True
 
@@ -192,7 +191,7 @@ class SimCLRTask(Task):
         return self.objective(z1, z2)
 
 
-class COMETTask(Task):
+class COMETMethod(Method):
     """COMET: two masked views → observation-level features (B, T', D) → four contrast levels.
 
     The encoder must expose ``feature_map(x) -> (B, D, T')`` (``resnet1d``, ``xresnet1d``). The masked
@@ -202,13 +201,11 @@ class COMETTask(Task):
     The projection head is not used: COMET contrasts the encoder's own time steps.
     """
 
-    objective_name = "COMET"
+    objective_class = COMET
     samplers = ("hierarchical",)
 
     def __init__(self, encoder, head, objective, views=None, mask_fraction: float = 0.1, mask_spans: int = 5):
         super().__init__(encoder, head, objective, views)
-        from clinseq.data.views import TimeMask
-
         if not hasattr(encoder, "feature_map"):
             raise ConfigError(
                 f"COMET needs an encoder with feature_map() (observation-level features), got "
@@ -232,17 +229,17 @@ class COMETTask(Task):
         return self.objective(h1, h2, batch["recording_id"], batch["patient_id"])
 
 
-class PMQTask(Task):
+class PMQMethod(Method):
     """PMQ: query q = pred(proj(f(x₁))), key k = momentum(proj ∘ f)(x₂), queue of keys with patient ids.
 
     Each item is one segment of ``2 × data.window_s``; x₁ and x₂ are its two adjacent halves (Sun et al.
     2025). ``data.views`` (the paper: time masking 0.5 and frequency perturbation 0.1) are drawn
     independently for each half. The key encoder is an exponential moving average of encoder + head
     (``momentum``, default 0.999), updated after every optimizer step; it and the queue live in the
-    task's ``state_dict``, so a resumed run continues with them.
+    method's ``state_dict``, so a resumed run continues with them.
     """
 
-    objective_name = "PMQ"
+    objective_class = PMQ
     samplers = ("patient", "random")
 
     def __init__(
@@ -256,9 +253,6 @@ class PMQTask(Task):
         predictor_norm: str | None = "bn",
     ):
         super().__init__(encoder, head, objective, views)
-        from clinseq.models import PredictionHead
-        from clinseq.objectives import MomentumEncoder
-
         dim = _out_dim(head, encoder)
         self.predictor = PredictionHead(dim, predictor_hidden_dim, norm=predictor_norm)
         self.key_encoder = MomentumEncoder(nn.Sequential(encoder, head), momentum=momentum)
@@ -276,10 +270,7 @@ class PMQTask(Task):
     @classmethod
     def objective_kwargs(cls, config):
         kwargs = dict(config.method.objective)
-        if (
-            "dim" in inspect.signature(_objective_class(cls.objective_name)).parameters
-            and "dim" not in kwargs
-        ):
+        if "dim" in inspect.signature(cls.objective_class).parameters and "dim" not in kwargs:
             kwargs["dim"] = config.model.projection_dim  # the queue stores projections
         return kwargs
 
@@ -296,14 +287,14 @@ class PMQTask(Task):
         self.key_encoder.update(nn.Sequential(self.encoder, self.head))
 
 
-class CPCTask(Task):
+class CPCMethod(Method):
     """CPC: the objective predicts z_{t+k} from the context c_t (K steps); negatives: every other (b, t').
 
     The encoder is a :class:`~clinseq.models.CPCEncoder` (``model.encoder=cpc``) returning (z, c); the
     objective holds the K linear predictors. No projection head (set ``model.projection_dim: 0``).
     """
 
-    objective_name = "CPC"
+    objective_class = CPC
     samplers = ("random", "patient", "polywindow")
 
     @classmethod
@@ -317,7 +308,7 @@ class CPCTask(Task):
     @classmethod
     def objective_kwargs(cls, config):
         kwargs = dict(config.method.objective)
-        params = inspect.signature(_objective_class(cls.objective_name)).parameters
+        params = inspect.signature(cls.objective_class).parameters
         enc = config.model.encoder_kwargs
         # The predictor widths follow the encoder's (CPCEncoder defaults: 512 channels, 512 context).
         if "z_dim" in params and "z_dim" not in kwargs:
@@ -331,37 +322,7 @@ class CPCTask(Task):
         return self.objective(z, c)
 
 
-class PerLeadEncoder(nn.Module):
-    """A single-channel encoder applied to every lead; the embedding is the mean over leads.
-
-    CLOCS' multi-lead modes encode each lead on its own; for the probe, the recording's embedding is the
-    average of its leads' embeddings.
-    """
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.embed_dim = inner.embed_dim
-
-    def per_lead(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T) → (B, C, D): each lead encoded as a 1-channel signal."""
-        b, c, t = x.shape
-        return self.inner(x.reshape(b * c, 1, t)).view(b, c, -1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.per_lead(x).mean(dim=1)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        was = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return self.forward(x)
-        finally:
-            self.train(was)
-
-
-class CLOCSTask(Task):
+class CLOCSMethod(Method):
     """CLOCS: views of one ECG without augmentation; positives share the patient id.
 
     - ``cmsc``: each item is ``n_segments`` adjacent, non-overlapping windows (the dataset reads
@@ -371,7 +332,7 @@ class CLOCSTask(Task):
     - ``cmsmlc``: every (segment, lead) pair is a view.
     """
 
-    objective_name = "CLOCS"
+    objective_class = CLOCS
     samplers = ("random", "patient")
 
     def __init__(self, encoder, head, objective, views=None, n_segments: int = 2):
@@ -387,8 +348,6 @@ class CLOCSTask(Task):
 
     @classmethod
     def build_encoder(cls, config, data):
-        from clinseq.train.builders import build_encoder
-
         if config.method.objective.get("mode", "cmsc") == "cmsc":
             return build_encoder(config.model, in_channels=data.n_channels)
         return PerLeadEncoder(build_encoder(config.model, in_channels=1))
@@ -409,14 +368,14 @@ class CLOCSTask(Task):
         return self.objective(z, batch["patient_id"])
 
 
-class EHRPatientContrastTask(Task):
+class EHRPatientContrastMethod(Method):
     """EHR patient contrast: two event windows of one patient are positives (``patient_id``).
 
-    Batches of :class:`~clinseq.train.ehr.PatientEventPairs` (``data.sampler=events``) hold 2P windows,
+    Batches of :class:`~clinseq.data.event_pairs.PatientEventPairs` (``data.sampler=events``) hold 2P windows,
     the first P and the last P being two crops of the same P patients' timelines.
     """
 
-    objective_name = "PatientWindowContrast"
+    objective_class = PatientWindowContrast
     samplers = ("events",)
 
     def forward(self, batch, generator=None):
@@ -424,30 +383,27 @@ class EHRPatientContrastTask(Task):
         return self.objective(z1, z2, batch["patient_id"][: z1.shape[0]])
 
 
-class ECGEHRTask(Task):
+class ECGEHRMethod(Method):
     """ECG ↔ EHR context alignment (symmetric CLIP): an ECG window and the patient's events before it.
 
     Needs a store holding ECG recordings and events of the same patients (e.g. MIMIC-IV-ECG converted
-    together with MIMIC-IV); batches from :class:`~clinseq.train.ehr.ECGContextPairs` carry ``x`` (the
+    together with MIMIC-IV); batches from :class:`~clinseq.data.event_pairs.ECGContextPairs` carry ``x`` (the
     ECG) and the EHR fields of :mod:`clinseq.data.event_sequences`. ``encoder`` is the ECG encoder (what
     the probe evaluates); ``ehr_encoder`` an :class:`~clinseq.models.EventTransformer` with its own head.
     """
 
-    objective_name = "CrossModalCLIP"
+    objective_class = CrossModalCLIP
     samplers = ("patient", "random")
-    provided = (*Task.provided, "ehr_encoder", "ehr_head")
+    provided = (*Method.provided, "ehr_encoder", "ehr_head")
 
     def __init__(self, encoder, head, objective, views=None, ehr_encoder=None, ehr_head=None):
         super().__init__(encoder, head, objective, views)
         if ehr_encoder is None or ehr_head is None:
-            raise ConfigError("ECGEHRTask needs ehr_encoder and ehr_head (built from model and data)")
+            raise ConfigError("ECGEHRMethod needs ehr_encoder and ehr_head (built from model and data)")
         self.ehr_encoder, self.ehr_head = ehr_encoder, ehr_head
 
     @classmethod
     def build(cls, config, data):
-        from clinseq.models import EventTransformer
-        from clinseq.train.builders import build_head, build_views
-
         if data.vocab_size is None:
             raise ConfigError(
                 "ecg_ehr needs a store with ECG recordings and EHR events of the same patients (MIMIC-IV-ECG "
@@ -458,7 +414,7 @@ class ECGEHRTask(Task):
         ehr_encoder = EventTransformer(vocab_size=data.vocab_size, **ehr_kwargs)
         dim = config.model.projection_dim or encoder.embed_dim
         ehr_head = nn.Linear(ehr_encoder.embed_dim, dim)
-        objective = _objective_class(cls.objective_name)(**cls.objective_kwargs(config))
+        objective = cls.objective_class(**cls.objective_kwargs(config))
         views = build_views(config.data.views, data.sampling_rate_hz)
         return cls(
             encoder, build_head(config.model, encoder.embed_dim), objective, views, ehr_encoder, ehr_head
@@ -468,16 +424,11 @@ class ECGEHRTask(Task):
     def validate(cls, config):
         options = dict(config.method.options)
         ehr_kwargs = options.pop("ehr_encoder_kwargs", {})
-        from clinseq.models import EventTransformer
-        from clinseq.train.builders import check_kwargs
-
         check_kwargs(
             EventTransformer, ehr_kwargs, "method.options.ehr_encoder_kwargs", provided=("vocab_size",)
         )
-        check_kwargs(_objective_class(cls.objective_name), cls.objective_kwargs(config), "method.objective")
+        check_kwargs(cls.objective_class, cls.objective_kwargs(config), "method.objective")
         if options:
-            from clinseq.train.config import unknown_key
-
             name = next(iter(options))
             raise unknown_key(f"method.options.{name}", name, ["ehr_encoder_kwargs"])
         if config.data.sampler not in cls.samplers:
@@ -501,29 +452,27 @@ def _out_dim(head: nn.Module, encoder: nn.Module) -> int:
     return int(out) if out is not None else int(encoder.embed_dim)
 
 
-#: ``method.name`` → task class.
-TASKS: dict[str, type[Task]] = {
-    "pclr": PCLRTask,
-    "simclr": SimCLRTask,
-    "polywindow": PolyWindowTask,
-    "comet": COMETTask,
-    "pmq": PMQTask,
-    "cpc": CPCTask,
-    "clocs": CLOCSTask,
-    "ehr_patient_contrast": EHRPatientContrastTask,
-    "ecg_ehr": ECGEHRTask,
+#: ``method.name`` → method class (the one place method names are written).
+METHODS: dict[str, type[Method]] = {
+    "pclr": PCLRMethod,
+    "simclr": SimCLRMethod,
+    "polywindow": PolyWindowMethod,
+    "comet": COMETMethod,
+    "pmq": PMQMethod,
+    "cpc": CPCMethod,
+    "clocs": CLOCSMethod,
+    "ehr_patient_contrast": EHRPatientContrastMethod,
+    "ecg_ehr": ECGEHRMethod,
 }
 
 
-def task_class(name: str) -> type[Task]:
-    """The task class of ``method.name`` (a ``ConfigError`` listing the valid names otherwise)."""
-    if name not in TASKS:
-        from clinseq.train.config import unknown_key
-
-        raise unknown_key(f"method.name={name}", name, list(TASKS))
-    return TASKS[name]
+def method_class(name: str) -> type[Method]:
+    """The method class of ``method.name`` (a ``ConfigError`` listing the valid names otherwise)."""
+    if name not in METHODS:
+        raise unknown_key(f"method.name={name}", name, list(METHODS))
+    return METHODS[name]
 
 
-def build_task(config: PretrainConfig, data: PretrainData) -> Task:
-    """The task of ``config.method`` for the data (input channels, vocabulary size, sampling rate)."""
-    return task_class(config.method.name).build(config, data)
+def build_method(config: PretrainConfig, data: PretrainData) -> Method:
+    """The method of ``config.method`` for the data (input channels, vocabulary size, sampling rate)."""
+    return method_class(config.method.name).build(config, data)

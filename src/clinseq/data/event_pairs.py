@@ -32,7 +32,7 @@ from clinseq.data.event_sequences import (
     collate_events,
     encode_events,
 )
-from clinseq.utils import ConfigError
+from clinseq.errors import ConfigError
 
 if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore

@@ -16,10 +16,8 @@ import polars as pl
 import torch
 
 from clinseq.data import PatientBatchSampler, WindowDataset, collate_windows
+from clinseq.data.epoch_loader import EpochLoader
 from clinseq.data.splits import ptbxl_split
-from clinseq.train import EpochLoader
-
-from .conftest import tiny_config
 
 
 class PidWindows(WindowDataset):
@@ -81,15 +79,21 @@ def test_workers_persist_and_read_the_next_epochs_ahead(ptbxl_store) -> None:
         assert not any(Path(f"/proc/{pid}").exists() for pid in readers)  # close() ended the workers
 
 
-def test_a_run_stopped_and_continued_in_process_keeps_its_stream(
-    ptbxl_store, recipe_module, tmp_path
-) -> None:
-    config = tiny_config(ptbxl_store.path, tmp_path / "run", ["data.num_workers=1", "train.max_steps=5"])
-    recipe = recipe_module.PretrainRecipe(config)
-    recipe.setup()
-    try:
-        recipe.trainer.fit(stop_at=2)  # mid-epoch; the workers have read ahead into the next epoch
-        result = recipe.trainer.fit()
-        assert (result.step, result.epoch) == (5, 1) and recipe.data.loader.restarts == 1
-    finally:
-        recipe.cleanup()
+def test_epoch_loader_skips_consumed_batches_of_any_batch_sampler() -> None:
+    class Batches:  # a plain batch sampler without clinseq's state_dict: skipping falls back to islice
+        def __init__(self) -> None:
+            self.epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            return iter([[10 * self.epoch + i, 10 * self.epoch + i + 1] for i in range(0, 6, 2)])
+
+        def __len__(self) -> int:
+            return 3
+
+    loader = EpochLoader(list(range(40)), Batches(), collate_fn=lambda items: items)
+    assert list(loader.iterate(1, skip=1)) == [[12, 13], [14, 15]]
+    assert list(loader.iterate(2)) == [[20, 21], [22, 23], [24, 25]]
+    assert loader.state_dict(1) is None

@@ -1,9 +1,9 @@
-"""Task glue that the smoke runs do not pin down: EHR pairs, ECG ↔ EHR, the PMQ momentum update, CLOCS.
+"""Method glue that the smoke runs do not pin down: EHR pairs, ECG ↔ EHR, the PMQ momentum update, CLOCS.
 
 The ECG ↔ EHR recipe needs MIMIC-IV-ECG waveforms with MIMIC-IV events of the same subjects, which the
 shared data does not have: what can be checked without inventing pairs is checked here — the EHR-context
 encoding against ``EventSequenceDataset`` on real MIMIC-IV demo events, the clear error on a store without
-events, and the task's forward/backward on synthetic tensors (no loader involved).
+events, and the method's forward/backward on synthetic tensors (no loader involved).
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+from clinseq.data.event_pairs import PatientEventPairs
 from clinseq.data.event_sequences import EventSequenceDataset, encode_events
+from clinseq.errors import ConfigError
+from clinseq.models import PerLeadEncoder
 from clinseq.objectives import CLOCS, CrossModalCLIP
 from clinseq.timeline import TimelineStore
 from clinseq.train import build_data, load_config
-from clinseq.train.ehr import PatientEventPairs
-from clinseq.train.tasks import CLOCSTask, ECGEHRTask, PerLeadEncoder
-from clinseq.utils import ConfigError
+from clinseq.train.methods import CLOCSMethod, ECGEHRMethod
 
 from .conftest import RECIPES
 
@@ -106,11 +107,11 @@ def test_a_task_of_another_dataset_is_refused_before_training(eegmat_store: Path
         check_eval_store(config, store)
 
 
-def test_ecg_ehr_task_trains_both_encoders() -> None:
+def test_ecg_ehr_method_trains_both_encoders() -> None:
     from clinseq.models import EventTransformer, ProjectionHead, ResNet1d
 
     torch.manual_seed(0)
-    task = ECGEHRTask(
+    method = ECGEHRMethod(
         ResNet1d(12, widths=(8, 16), downsample=(4,), kernel_size=5),
         ProjectionHead(16, 16, 8),
         CrossModalCLIP(),
@@ -127,9 +128,9 @@ def test_ecg_ehr_task_trains_both_encoders() -> None:
         "value_mask": torch.rand(b, length) > 0.5,
         "padding_mask": torch.ones(b, length, dtype=torch.bool),
     }
-    out = task(batch)
+    out = method(batch)
     out.loss.backward()
-    for module in (task.encoder, task.ehr_encoder, task.head, task.ehr_head):
+    for module in (method.encoder, method.ehr_encoder, method.head, method.ehr_head):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
 
@@ -142,9 +143,9 @@ def test_clocs_views(mode: str) -> None:
     encoder = ResNet1d(in_channels, widths=(8, 16), downsample=(4,), kernel_size=5)
     if mode != "cmsc":
         encoder = PerLeadEncoder(encoder)
-    task = CLOCSTask(encoder, torch.nn.Linear(16, 8), CLOCS(mode=mode), n_segments=2)
+    method = CLOCSMethod(encoder, torch.nn.Linear(16, 8), CLOCS(mode=mode), n_segments=2)
     x = torch.randn(4, 3, 400)
-    out = task({"x": x, "patient_id": torch.tensor([0, 1, 2, 0])})
+    out = method({"x": x, "patient_id": torch.tensor([0, 1, 2, 0])})
     out.loss.backward()
     assert torch.isfinite(out.loss)
     if mode != "cmsc":  # the probe's embedding of a recording is the mean over its leads
@@ -154,7 +155,7 @@ def test_clocs_views(mode: str) -> None:
 
 
 def test_pmq_key_encoder_follows_the_online_branch_by_ema(ptbxl_store, tmp_path: Path) -> None:
-    from clinseq.train import Trainer, build_task
+    from clinseq.train import Trainer, build_method
 
     config = load_config(RECIPES / "ptbxl" / "pmq.yaml", profile="smoke", overrides=[
         f"data.store={ptbxl_store.path}", "data.sampler_kwargs={batch_size: 8}", "train.progress=false",
@@ -162,11 +163,11 @@ def test_pmq_key_encoder_follows_the_online_branch_by_ema(ptbxl_store, tmp_path:
         "method.options={momentum: 0.9, predictor_hidden_dim: 8}", f"run.out_dir={tmp_path}",
         "method.objective={queue_size: 64}"])  # fmt: skip
     data = build_data(config, ptbxl_store, window_s=10.0)
-    task = build_task(config, data)
-    trainer = Trainer(task, data.loader, config.train, config.optim, tmp_path)
-    key_before = {n: p.detach().clone() for n, p in task.key_encoder.target.named_parameters()}
+    method = build_method(config, data)
+    trainer = Trainer(method, data.loader, config.train, config.optim, tmp_path)
+    key_before = {n: p.detach().clone() for n, p in method.key_encoder.target.named_parameters()}
     trainer.train_step(next(iter(data.loader.iterate(0))))
-    online = dict(torch.nn.Sequential(task.encoder, task.head).named_parameters())
-    for name, p in task.key_encoder.target.named_parameters():
+    online = dict(torch.nn.Sequential(method.encoder, method.head).named_parameters())
+    for name, p in method.key_encoder.target.named_parameters():
         torch.testing.assert_close(p, 0.9 * key_before[name] + 0.1 * online[name].detach())
-    assert len(task.objective.queue) == 8  # the batch's keys were queued with their patient ids
+    assert len(method.objective.queue) == 8  # the batch's keys were queued with their patient ids
