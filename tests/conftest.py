@@ -79,3 +79,31 @@ def ptbxl_store(tmp_path_factory: pytest.TempPathFactory, ptbxl_root: Path):
 
     out = tmp_path_factory.mktemp("stores") / "ptbxl100"
     return TimelineStore.open(convert(PTBXLSource(ptbxl_root, 100), out, workers=2, progress=False))
+
+
+def copy_mini_ptbxl(ptbxl_root: Path, dst: Path, n: int) -> list[str]:
+    """A copy of PTB-XL with the first ``n`` rows of the real database and their 100 Hz records (the
+    real files, copied: tests may damage them)."""
+    import csv
+    import io
+    import shutil
+
+    dst.mkdir(parents=True)
+    rows = list(csv.reader(io.StringIO((ptbxl_root / "ptbxl_database.csv").read_text())))
+    header, body = rows[0], rows[1 : n + 1]
+    with (dst / "ptbxl_database.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *body])
+    shutil.copy(ptbxl_root / "scp_statements.csv", dst)
+    names = [row[header.index("filename_lr")] for row in body]
+    for name in names:
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        for ext in (".hea", ".dat"):
+            shutil.copy(ptbxl_root / (name + ext), dst / (name + ext))
+    return names
+
+
+@pytest.fixture
+def mini_ptbxl(ptbxl_root: Path, tmp_path: Path) -> Path:
+    """A fresh copy of 6 real PTB-XL records (100 Hz) with their database rows, in a temporary folder."""
+    copy_mini_ptbxl(ptbxl_root, tmp_path / "ptbxl", 6)
+    return tmp_path / "ptbxl"

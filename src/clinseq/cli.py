@@ -39,6 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print a store's summary")
     info.add_argument("store", type=Path)
 
+    verify = commands.add_parser(
+        "verify",
+        help="check every file of a store against the sizes and checksums in its manifest",
+        description="Reads every byte of the store: each signal part and table against the SHA-256 "
+        "recorded as it was written, every other file against its size. Exit 2 on any mismatch.",
+    )
+    verify.add_argument("store", type=Path)
+
     pretrain = commands.add_parser(
         "pretrain",
         help="self-supervised pretraining from a recipe config (then a linear probe on PTB-XL)",
@@ -350,6 +358,28 @@ def _convert(args: argparse.Namespace) -> Path:
     return spec.convert(args.src, args.out, progress=not args.quiet, **options)
 
 
+def _verify(store_path: Path) -> None:
+    from clinseq.timeline import TimelineStore
+
+    store = TimelineStore.open(store_path)
+    problems = store.verify()
+    if problems:
+        raise ClinseqError(
+            f"{store_path}: {len(problems)} problem(s):\n  "
+            + "\n  ".join(problems)
+            + "\nthe store is damaged: convert the source again"
+        )
+    n = len(store.manifest.get("files") or {})
+    print(f"{store_path}: ok, {n} files match their recorded sizes and checksums")
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an operating-system error that reached the command line (a full disk, a folder
+    where a file was expected, a permission): the file and the problem."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -385,8 +415,13 @@ def main(argv: list[str] | None = None) -> int:
             from clinseq.timeline import TimelineStore
 
             print(TimelineStore.open(args.store).summary())
+        elif args.command == "verify":
+            _verify(args.store)
     except ClinseqError as exc:
         print(f"clinseq: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"clinseq: error: {_os_error(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -12,6 +12,7 @@ setting and the problem.
 ``ShapeError``     a tensor argument has the wrong shape, dtype or device (also a ``ValueError``)
 ``LeakageError``   one patient in two splits that must be disjoint (also a ``ValueError``)
 ``TrainingError``  training cannot go on (e.g. the loss became NaN)
+``LockHeldError``  another live process is writing the same store target or run folder
 =================  =====================================================================================
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "ClinseqError",
     "ConfigError",
     "LeakageError",
+    "LockHeldError",
     "ShapeError",
     "SourceError",
     "StoreError",
@@ -71,3 +73,8 @@ class LeakageError(ClinseqError, ValueError):
 
 class TrainingError(ClinseqError):
     """Training cannot go on (e.g. the loss became NaN)."""
+
+
+class LockHeldError(ClinseqError):
+    """Another live process holds the lock of a store target or a run folder (the message names it:
+    pid, host, since when, its command)."""

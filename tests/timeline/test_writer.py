@@ -34,17 +34,17 @@ def assert_same_store(a: Path, b: Path) -> None:
     assert ma == mb
 
 
-class FailingSource(PTBXLSource):
-    """PTB-XL that fails on one record, like a run that dies there."""
+def fail_at(monkeypatch, fail_key):
+    """PTB-XL fails on one record, like a run that dies there (the same source and options, so the
+    next conversion is the same conversion and resumes)."""
+    load = PTBXLSource.load
 
-    def __init__(self, root, fail_key):
-        super().__init__(root, 100)
-        self.fail_key = fail_key
-
-    def load(self, item):
-        if item.key == self.fail_key:
+    def failing(self, item):
+        if item.key == fail_key:
             raise SourceError(item.path, "simulated failure")
-        return super().load(item)
+        return load(self, item)
+
+    monkeypatch.setattr(PTBXLSource, "load", failing)
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +53,12 @@ def reference_store(ptbxl_root, tmp_path_factory):
     return convert(PTBXLSource(ptbxl_root, 100), out, part_max_bytes=PART_BYTES, progress=False, workers=2)
 
 
-def test_resume_after_an_error_equals_uninterrupted(ptbxl_root, tmp_path, reference_store):
+def test_resume_after_an_error_equals_uninterrupted(ptbxl_root, tmp_path, reference_store, monkeypatch):
     items = PTBXLSource(ptbxl_root, 100).index()
     out = tmp_path / "store"
-    with pytest.raises(SourceError, match="simulated failure"):
-        convert(FailingSource(ptbxl_root, items[157].key), out, part_max_bytes=PART_BYTES, progress=False)
+    with monkeypatch.context() as patch, pytest.raises(SourceError, match="simulated failure"):
+        fail_at(patch, items[157].key)
+        convert(PTBXLSource(ptbxl_root, 100), out, part_max_bytes=PART_BYTES, progress=False)
     (tmp,) = tmp_path.glob("store.tmp-*")
     commits = sorted((tmp / "signals").glob("*.commit.json"))
     assert len(commits) == 78  # 157 records done, two per part: 78 parts committed, one open
@@ -73,12 +74,14 @@ SLOW_CONVERT = textwrap.dedent(
     import sys, time
     from clinseq.io import PTBXLSource, convert
 
-    class Slow(PTBXLSource):
-        def load(self, item):
-            time.sleep(0.02)
-            return super().load(item)
+    load = PTBXLSource.load
 
-    convert(Slow(sys.argv[1], 100), sys.argv[2], part_max_bytes=int(sys.argv[3]), progress=False)
+    def slow(self, item):
+        time.sleep(0.02)
+        return load(self, item)
+
+    PTBXLSource.load = slow
+    convert(PTBXLSource(sys.argv[1], 100), sys.argv[2], part_max_bytes=int(sys.argv[3]), progress=False)
     """
 )
 
@@ -98,6 +101,7 @@ def test_resume_after_sigkill_equals_uninterrupted(ptbxl_root, tmp_path, referen
     with pytest.raises(StoreError, match="unfinished conversion"):
         TimelineStore.open(out)
     convert(PTBXLSource(ptbxl_root, 100), out, part_max_bytes=PART_BYTES, progress=False)
+    assert json.loads((out / "manifest.json").read_text())["resumed_from"] == tmp.name
     assert_same_store(out, reference_store)
 
 
@@ -106,11 +110,12 @@ def test_existing_store_is_never_overwritten(reference_store, ptbxl_root):
         convert(PTBXLSource(ptbxl_root, 100), reference_store, progress=False)
 
 
-def test_corrupt_committed_part_is_rewritten(ptbxl_root, tmp_path, reference_store):
+def test_corrupt_committed_part_is_rewritten(ptbxl_root, tmp_path, reference_store, monkeypatch):
     items = PTBXLSource(ptbxl_root, 100).index()
     out = tmp_path / "store"
-    with pytest.raises(SourceError):
-        convert(FailingSource(ptbxl_root, items[41].key), out, part_max_bytes=PART_BYTES, progress=False)
+    with monkeypatch.context() as patch, pytest.raises(SourceError):
+        fail_at(patch, items[41].key)
+        convert(PTBXLSource(ptbxl_root, 100), out, part_max_bytes=PART_BYTES, progress=False)
     (tmp,) = tmp_path.glob("store.tmp-*")
     part = tmp / "signals" / "part-00010.arrow"
     part.write_bytes(part.read_bytes()[:1000])  # a torn write the commit file does not vouch for

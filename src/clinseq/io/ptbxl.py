@@ -120,8 +120,18 @@ class PTBXLSource:
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
                 raise SourceError(self.database_csv, f"missing columns {missing}")
+            first_line: dict[int, int] = {}
             for line, row in enumerate(reader, start=2):
-                items.append(self._item(row, line, column))
+                item = self._item(row, line, column)
+                ecg_id = item.info["ecg_id"]
+                if ecg_id in first_line:
+                    raise SourceError(
+                        self.database_csv,
+                        f"line {line}: ecg_id {ecg_id} again (first on line {first_line[ecg_id]}); "
+                        "ecg_id must be unique (it is the recording_id)",
+                    )
+                first_line[ecg_id] = line
+                items.append(item)
         return sorted(items, key=lambda item: item.info["ecg_id"])
 
     def _item(self, row: dict[str, str], line: int, column: str) -> SourceItem:

@@ -135,7 +135,7 @@ class SourceSpec:
 def _recordings(help: str, factory: str, *options: Option, rate_option: str | None = None) -> SourceSpec:
     """A :class:`~clinseq.io.base.Source`: its own options, then the reader processes and the error rule."""
     common = (
-        Option("--workers", "reader processes (default 1)", int, 1),
+        Option("--workers", "reader processes (default 1)", positive_int, 1),
         Option(
             "--on-error",
             "stop at the first bad file (raise) or list it in the manifest and go on (skip)",

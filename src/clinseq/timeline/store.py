@@ -24,6 +24,7 @@ from clinseq.errors import StoreError
 from clinseq.timeline.events import EVENTS_INDEX
 from clinseq.timeline.events_read import EventIndex
 from clinseq.timeline.writer import (
+    FILES_KEY,
     FORMAT_VERSION,
     RECORDING_EVENT_COLUMNS,
     RECORDING_EVENTS,
@@ -57,6 +58,24 @@ class _SignalPart:
     def flat(self, row: int, n_values: int) -> np.ndarray:
         start = int(self.row_start[row])
         return self._values[self.row_batch[row]][start : start + n_values]
+
+
+def _check_channels(channels: Sequence[int] | slice, n_channels: int, recording_id: int) -> None:
+    """Channel indices must be integers in ``[-n_channels, n_channels)``."""
+    if isinstance(channels, slice):
+        return
+    bad = [
+        c
+        for c in channels
+        if isinstance(c, (bool, np.bool_))
+        or not isinstance(c, (int, np.integer))
+        or not -n_channels <= int(c) < n_channels
+    ]
+    if bad:
+        raise StoreError(
+            f"channels {bad} are not channel indices of recording {recording_id}, which has {n_channels} "
+            f"channels: choose integers in 0..{n_channels - 1}"
+        )
 
 
 @dataclass
@@ -104,18 +123,88 @@ class TimelineStore:
             if list(self.path.parent.glob(f"{self.path.name}.tmp-*")):
                 hint = " (an unfinished conversion is beside it: run the same convert command to resume)"
             raise StoreError(f"{self.path}: not a clinseq store, no manifest.json{hint}")
-        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        try:
+            self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise StoreError(
+                f"{manifest_path}: unreadable manifest ({type(exc).__name__}: {exc}); the store is damaged: "
+                "convert the source again"
+            ) from exc
+        if not isinstance(self.manifest, dict):
+            raise StoreError(f"{manifest_path}: not a clinseq manifest (a JSON object was expected)")
         version = self.manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise StoreError(
                 f"{manifest_path}: format_version {version!r}, this clinseq reads {FORMAT_VERSION}; "
                 "convert the source again with this version"
             )
-        self.patients: pl.DataFrame = pl.read_parquet(self.path / "patients.parquet")
-        self.recordings: pl.DataFrame = pl.read_parquet(self.path / "recordings.parquet")
+        self._check_sizes()
+        self.patients: pl.DataFrame = self._table("patients.parquet")
+        self.recordings: pl.DataFrame = self._table("recordings.parquet")
         self._build_lookup()
         self._parts: dict[int, _SignalPart] = {}
         self._parts_pid = os.getpid()
+
+    def _check_sizes(self) -> None:
+        """The cheap check of every open: each file the manifest lists exists with its recorded size
+        (``clinseq verify`` checks the bytes)."""
+        files = self.manifest.get(FILES_KEY) or {}
+        for rel, info in files.items():
+            path = self.path / rel
+            try:
+                size = path.stat().st_size
+            except OSError:
+                raise StoreError(
+                    f"{path}: missing (the manifest lists it); the store is damaged: convert the source again"
+                ) from None
+            if size != info.get("bytes"):
+                raise StoreError(
+                    f"{path}: {size} bytes, the manifest recorded {info.get('bytes')}; the store is damaged "
+                    "(truncated or changed after it was written): convert the source again"
+                )
+
+    def _table(self, name: str) -> pl.DataFrame:
+        path = self.path / name
+        try:
+            return pl.read_parquet(path)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            what = "missing" if not path.exists() else f"unreadable ({type(exc).__name__}: {exc})"
+            raise StoreError(f"{path}: {what}; the store is damaged: convert the source again") from exc
+
+    def verify(self) -> list[str]:
+        """Check every file the manifest lists: its size, and its SHA-256 where one was recorded (signal
+        parts and tables). Returns the problems found (empty: the store is intact). Reads every byte."""
+        import hashlib
+
+        problems = []
+        files = self.manifest.get(FILES_KEY)
+        if not files:
+            return [f"{self.path}: the manifest records no checksums (written by an older clinseq)"]
+        for rel, info in files.items():
+            path = self.path / rel
+            if not path.is_file():
+                problems.append(f"{path}: missing")
+                continue
+            size = path.stat().st_size
+            if size != info.get("bytes"):
+                problems.append(f"{path}: {size} bytes, the manifest recorded {info.get('bytes')}")
+                continue
+            if "sha256" in info:
+                digest = hashlib.sha256()
+                with path.open("rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+                if digest.hexdigest() != info["sha256"]:
+                    problems.append(
+                        f"{path}: checksum mismatch (sha256 {digest.hexdigest()[:16]}…, "
+                        f"recorded {info['sha256'][:16]}…): its bytes changed after writing"
+                    )
+        listed = set(files) | {"manifest.json"}
+        for path in sorted(p for p in self.path.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.path).as_posix()
+            if rel not in listed:
+                problems.append(f"{path}: not listed in the manifest (added after the store was written)")
+        return problems
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> TimelineStore:
@@ -165,6 +254,10 @@ class TimelineStore:
 
     # -- signals ------------------------------------------------------------------------------------
     def _index(self, recording_id: int) -> int:
+        if isinstance(recording_id, (bool, np.bool_)) or not isinstance(recording_id, (int, np.integer)):
+            raise TypeError(
+                f"recording_id must be an integer, got {recording_id!r} ({type(recording_id).__name__})"
+            )
         try:
             return self._row_of[int(recording_id)]
         except KeyError:
@@ -205,6 +298,7 @@ class TimelineStore:
         baseline, gain = self._baseline[lo : lo + n_channels], self._gain[lo : lo + n_channels]
         invalid = self._invalid.get(i)
         if channels is not None:
+            _check_channels(channels, n_channels, recording_id)
             window = window[channels]
             baseline, gain = baseline[channels], gain[channels]
             invalid = None if invalid is None else invalid[channels]
