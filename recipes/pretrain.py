@@ -30,6 +30,7 @@ from clinseq.train import (
     config_to_dict,
     init_distributed,
     method_class,
+    lock_run_folder,
     prepare_store,
     resolve_run,
     save_config,
@@ -52,6 +53,7 @@ class PretrainRecipe:
             torch.set_num_threads(cfg.run.num_threads)
         self.run_dir = cfg.run_dir()
         if self.ctx.is_main:
+            self.lock = lock_run_folder(self.run_dir)  # one run per folder; released by cleanup
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml", " ".join(sys.argv))
 
@@ -114,6 +116,8 @@ class PretrainRecipe:
             torch.set_num_threads(self.threads)
         if hasattr(self, "ctx"):
             cleanup_distributed(self.ctx)
+        if hasattr(self, "lock"):
+            self.lock.release()
 
 
 def run(config: PretrainConfig, resume: bool = False) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, LockHeldError
 from clinseq.train import read_metrics, resolve_run
 
 from .conftest import tiny_config
@@ -59,6 +59,9 @@ def test_resume_refuses_a_config_that_changes_the_numbers(ptbxl_store, recipe_mo
     run = recipe_module.PretrainRecipe(tiny_config(ptbxl_store.path, tmp_path / "r", ["train.max_steps=2"]))
     run.setup()
     run.trainer.fit()
+    with pytest.raises(LockHeldError, match=r"run folder .*/r is being written by pid"):
+        resolve_run(None, resume=tmp_path / "r")  # the run is still live: its folder is locked
+    run.cleanup()
     with pytest.raises(ConfigError, match=r"optim\.lr: 0\.003 → 0\.1"):
         resolve_run(None, resume=tmp_path / "r", overrides=["optim.lr=0.1"])
     with pytest.raises(ConfigError, match="already holds a run with checkpoints; continue it with --resume"):

@@ -28,7 +28,7 @@ from clinseq.train.config import (
 from clinseq.train.distributed import cleanup_distributed, init_distributed
 from clinseq.train.loop import Trainer, TrainResult, read_metrics
 from clinseq.train.methods import METHODS, Method, build_method, method_class
-from clinseq.train.run import resolve_run, run_recipe
+from clinseq.train.run import lock_run_folder, resolve_run, run_recipe
 
 __all__ = [
     "METHODS",
@@ -50,6 +50,7 @@ __all__ = [
     "prepare_store",
     "read_metrics",
     "resolve_run",
+    "lock_run_folder",
     "run_recipe",
     "save_config",
     "validate_components",

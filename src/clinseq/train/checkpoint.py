@@ -149,7 +149,26 @@ def load_checkpoint(path: str | Path, ctx: DistContext | None = None) -> tuple[d
                 "saved at least one checkpoint"
             )
         path = latest
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    state = _load(path / "state.pt")
     rng_file = path / f"rng-rank{ctx.rank}.pt"
-    rng = torch.load(rng_file, map_location="cpu", weights_only=True) if rng_file.is_file() else None
+    rng = _load(rng_file) if rng_file.is_file() else None
     return state, rng
+
+
+def _load(file: Path) -> Any:
+    """``torch.load`` of a checkpoint file; a truncated or corrupt one is a ConfigError naming it and
+    the way out (the previous checkpoint, when the run kept one)."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        folder = file.parent
+        older = [d for d in checkpoint_dirs(folder.parent.parent) if d.name < folder.name]
+        way_out = (
+            f"delete {folder} to resume from the previous checkpoint {older[-1].name}"
+            if older
+            else f"it is the run's only checkpoint: delete {folder.parent.parent} and start the run again"
+        )
+        raise ConfigError(
+            f"{file}: unreadable checkpoint file, truncated or corrupt ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); {way_out}"
+        ) from exc

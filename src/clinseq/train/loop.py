@@ -349,6 +349,13 @@ class Trainer:
         cfg = self.train_cfg
         end = cfg.max_steps if stop_at is None else min(stop_at, cfg.max_steps)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = self.run_dir / METRICS_FILE
+        if self.step == 0 and self.ctx.is_main and metrics.exists() and metrics.stat().st_size:
+            raise ConfigError(
+                f"{metrics} holds the metrics of an earlier run and this one starts at step 0: two runs "
+                "never share one metrics.jsonl; resume the earlier run from its checkpoint, or give this "
+                "one another run folder"
+            )
         self.task.train()
         bar = None
         if cfg.progress and self.ctx.is_main:

@@ -21,10 +21,20 @@ from types import ModuleType
 from typing import Any
 
 from clinseq.errors import ConfigError
+from clinseq.timeline.lock import FolderLock
 from clinseq.train.checkpoint import latest_checkpoint
 from clinseq.train.config import PretrainConfig, config_diff, load_config
 
-__all__ = ["CONFIG_FILE", "RESUME_MAY_CHANGE", "load_recipe", "resolve_run", "run_recipe"]
+__all__ = [
+    "CONFIG_FILE",
+    "RESUME_MAY_CHANGE",
+    "RUN_FILES",
+    "RUN_LOCK",
+    "load_recipe",
+    "lock_run_folder",
+    "resolve_run",
+    "run_recipe",
+]
 
 CONFIG_FILE = "config.yaml"
 
@@ -61,11 +71,15 @@ def resolve_run(
     """
     if resume is not None:
         run_dir = Path(resume)
+        _check_not_running(run_dir)
         saved_file = run_dir / CONFIG_FILE
         if not saved_file.is_file():
             raise ConfigError(f"--resume {run_dir}: no {CONFIG_FILE} there; pass the folder of a clinseq run")
         if latest_checkpoint(run_dir) is None:
-            raise ConfigError(f"--resume {run_dir}: the run saved no checkpoint yet; start it again instead")
+            raise ConfigError(
+                f"--resume {run_dir}: the run saved no checkpoint yet, so there is nothing to resume; delete "
+                f"{run_dir} and start the run again (or start it with another --out)"
+            )
         saved = load_config(saved_file)
         if config_path is not None:
             wanted = load_config(config_path, profile=profile, overrides=overrides)
@@ -89,12 +103,41 @@ def resolve_run(
     config = load_config(config_path, profile=profile, overrides=overrides)
     if out is not None:
         config.run.out_dir = str(out)
-    if latest_checkpoint(config.run_dir()) is not None:
+    run_dir = config.run_dir()
+    _check_not_running(run_dir)
+    if latest_checkpoint(run_dir) is not None:
         raise ConfigError(
-            f"{config.run_dir()} already holds a run with checkpoints; continue it with --resume "
-            f"{config.run_dir()}, or pass another --out RUN_DIR"
+            f"{run_dir} already holds a run with checkpoints; continue it with --resume "
+            f"{run_dir}, or pass another --out RUN_DIR"
+        )
+    used = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if used:
+        raise ConfigError(
+            f"{run_dir} already holds files of an earlier run ({', '.join(used)}) but no checkpoint to "
+            f"resume from; a new run there would mix two runs: delete {run_dir} (or those files) to start "
+            "afresh, or pass another --out RUN_DIR"
         )
     return config, False
+
+
+#: What a run writes into its folder; a new run refuses a folder that holds any of them.
+RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "checkpoints")
+#: The lock file of a run folder (held by rank 0 while the run writes; removed at its end).
+RUN_LOCK = "run.lock"
+
+
+def _check_not_running(run_dir: Path) -> None:
+    """Raise LockHeldError (naming the holder) when a live run holds the folder's lock."""
+    if (run_dir / RUN_LOCK).exists():
+        FolderLock(run_dir / RUN_LOCK, f"run folder {run_dir}").acquire().release()
+
+
+def lock_run_folder(run_dir: str | Path) -> FolderLock:
+    """Take the run folder's exclusive lock (rank 0, before anything is written into it): a second run
+    on the same folder, new or resumed, fails at once naming the holder. Release it when the run ends
+    (a killed run's lock is released by the kernel)."""
+    run_dir = Path(run_dir)
+    return FolderLock(run_dir / RUN_LOCK, f"run folder {run_dir}").acquire()
 
 
 def load_recipe(config: PretrainConfig) -> ModuleType:
