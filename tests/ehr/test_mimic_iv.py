@@ -119,7 +119,8 @@ def test_events_equal_source_rows_with_a_usable_time(mimic_store: Path, demo_roo
         n_usable = source.filter(usable).height
         entry = report["tables"][table]
         assert entry["source_rows"] == source.height, table
-        assert entry["events"][kind] == {
+        counts = {k: v for k, v in entry["events"][kind].items() if k != "numeric_kept_as_text"}
+        assert counts == {
             "written": n_usable,
             "dropped_no_usable_time": source.height - n_usable,
         }, (table, kind)

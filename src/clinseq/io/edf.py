@@ -180,9 +180,10 @@ def parse_edf_header(data: bytes | mmap.mmap, path: Path) -> EDFHeader:
                     f"{where} digital range [{signal.digital_min}, {signal.digital_max}] is not an "
                     f"increasing range within [{lo}, {hi}]"
                 )
-            if signal.physical_min == signal.physical_max or not (
-                math.isfinite(signal.physical_min) and math.isfinite(signal.physical_max)
-            ):
+            for name, value in (("minimum", signal.physical_min), ("maximum", signal.physical_max)):
+                if not math.isfinite(value):
+                    raise broken(f"{where} physical {name} is {value}, not a finite number")
+            if signal.physical_min == signal.physical_max:
                 raise broken(f"{where} physical minimum equals maximum ({signal.physical_min}): uncalibrated")
         signals.append(signal)
     edf_plus = reserved.startswith(("EDF+", "BDF+"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import polars as pl
@@ -53,6 +54,34 @@ def _meds_data_files(src: Path) -> list[Path]:
     return files
 
 
+def _read_dataset_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SourceError(path, f"not a readable MEDS dataset.json ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(meta, dict):
+        raise SourceError(path, "not a MEDS dataset.json (a JSON object was expected)")
+    return meta
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise SourceError(path, f"not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
+
+
+def _tz_aware_times(files: list[Path], src: Path) -> dict[str, dict]:
+    """Files whose ``time`` carries a time zone: ``{file: {"time_zone", "events"}}`` (manifest)."""
+    found = {}
+    for f in files:
+        dtype = pl.scan_parquet(f).collect_schema()["time"]
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+            n = pl.scan_parquet(f).select(pl.col("time").is_not_null().sum()).collect().item()
+            found[str(f.relative_to(src))] = {"time_zone": dtype.time_zone, "events": int(n)}
+    return found
+
+
 def _scan_meds_file(path: Path) -> pl.LazyFrame:
     """One MEDS data file as the five event columns, validating names and types (raises SourceError)."""
     try:
@@ -71,9 +100,14 @@ def _scan_meds_file(path: Path) -> pl.LazyFrame:
     if not isinstance(schema["time"], pl.Datetime | pl.Date):
         raise SourceError(path, f"column 'time' must be a timestamp, found {schema['time']}")
     lf = pl.scan_parquet(path)
+    time = pl.col("time")
+    if isinstance(schema["time"], pl.Datetime) and schema["time"].time_zone is not None:
+        # Policy: a time-zone-aware time is converted to UTC and stored naive (the store's times are
+        # naive); the manifest records the file, its zone and its events (events.tz_aware_times).
+        time = time.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     cols = [
         pl.col("subject_id").cast(pl.Int64),
-        pl.col("time").cast(pl.Datetime("us")),
+        time.cast(pl.Datetime("us")).alias("time"),
         pl.col("code").cast(pl.String),
         (pl.col("numeric_value") if "numeric_value" in schema else pl.lit(None))
         .cast(pl.Float32)
@@ -126,7 +160,10 @@ def import_meds(
 
     splits_path = src / "metadata" / "subject_splits.parquet"
     if splits_path.exists():
-        splits = pl.read_parquet(splits_path).select(pl.col("subject_id").cast(pl.Int64), pl.col("split"))
+        splits = _read_parquet(splits_path)
+        if not {"subject_id", "split"} <= set(splits.columns):
+            raise SourceError(splits_path, f"needs columns subject_id and split, found {splits.columns}")
+        splits = splits.select(pl.col("subject_id").cast(pl.Int64), pl.col("split"))
         splits = splits.filter(pl.col("subject_id").is_in(subjects.implode()))
     else:
         splits = pl.DataFrame(schema={"subject_id": pl.Int64, "split": pl.String})
@@ -138,9 +175,16 @@ def import_meds(
         ]
     )
     meta_path = src / "metadata" / "dataset.json"
-    source_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    source_meta = _read_dataset_json(meta_path) if meta_path.exists() else {}
     codes_path = src / "metadata" / "codes.parquet"
-    source_codes = pl.read_parquet(codes_path) if codes_path.exists() else None
+    source_codes = _read_parquet(codes_path) if codes_path.exists() else None
+    tz_aware = _tz_aware_times(files, src)
+    if tz_aware:
+        warnings.warn(
+            f"{src}: time-zone-aware times converted to UTC (stored naive): "
+            + ", ".join(f"{k} ({v['time_zone']}, {v['events']} events)" for k, v in tz_aware.items()),
+            stacklevel=2,
+        )
 
     def describe(counts: pl.DataFrame) -> pl.DataFrame:
         if source_codes is None or "code" not in source_codes.columns:
@@ -192,12 +236,15 @@ def import_meds(
                     "n_subjects": summary.n_subjects,
                     "n_shards": summary.n_shards,
                     "n_codes": summary.codes.height,
+                    "tz_aware_times": tz_aware,
                 }
             },
         )
     except BaseException:
         shutil.rmtree(writer.tmp_path, ignore_errors=True)  # nothing half-written
         raise
+    finally:
+        writer.release()
 
 
 # -- export ---------------------------------------------------------------------------------------------

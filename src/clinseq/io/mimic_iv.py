@@ -43,6 +43,7 @@ the same store as an uninterrupted run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -69,16 +70,17 @@ from clinseq.timeline.events_write import (
     write_events,
     write_subject_splits,
 )
-from clinseq.timeline.writer import StoreWriter
+from clinseq.timeline.writer import StoreWriter, disk_error
 
 OnError = Literal["raise", "skip"]
 _ROW = "_row"
 _BAD = "_bad"
 _TEXT = "_text_"
+_AS_TEXT = ":numeric_kept_as_text"
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DATE_FORMAT = "%Y-%m-%d"
 #: Staging layout version: a resumed run discards staging written by another layout.
-_STAGING_VERSION = 3
+_STAGING_VERSION = 4
 
 
 # -- typed scans --------------------------------------------------------------------------------------
@@ -220,10 +222,15 @@ def _stage_table(
     spec = TABLES[table]
     target = staging / f"{table}.arrow"
     counters = [kind.time_expr().is_not_null().sum().alias(name) for name, kind in spec.events.items()]
+    as_text = {name: f"{name}{_AS_TEXT}" for name, kind in spec.events.items() if kind.numeric_column}
+    counters += [
+        (spec.events[name].time_expr().is_not_null() & spec.events[name].numeric_unusable()).sum().alias(key)
+        for name, key in as_text.items()
+    ]
     for tolerant in (False, True):
         typed = _typed(_scan(path, spec), spec, tolerant, lookups)
         stager = EventStager(target, breaks)
-        source_rows, totals = 0, dict.fromkeys([_BAD, *spec.events], 0)
+        source_rows, totals = 0, dict.fromkeys([_BAD, *spec.events, *as_text.values()], 0)
         try:
             for batch in typed.collect_batches(chunk_size=STAGE_BATCH_ROWS):
                 source_rows += batch.height
@@ -254,6 +261,8 @@ def _stage_table(
         # Static kinds give an event for every row.
         written = source_rows if kind.time is None else totals[name]
         report["events"][name] = {"written": written, "dropped_no_usable_time": source_rows - written}
+        if name in as_text:  # numeric text that gave no finite number: kept as text_value (values policy)
+            report["events"][name]["numeric_kept_as_text"] = totals[as_text[name]]
     return _Staged(table, report, time.perf_counter() - t0)
 
 
@@ -319,20 +328,40 @@ def _lookups(path: Path | None) -> dict[str, pl.DataFrame]:
     return {"dischtime": dischtime.sort("hadm_id"), "deathtime": deathtime.sort("subject_id")}
 
 
-def _patients(path: Path) -> pl.DataFrame:
-    """The patients table's static columns (``patients.parquet``); unparsable values read as null."""
+def _patients(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The patients table's static columns (``patients.parquet``; unparsable values read as null), one
+    row per subject, and what was done to duplicated rows (values policy): the first row of a subject
+    is kept; exact repeats are counted, subjects whose rows disagree are listed."""
     spec = TABLES["patients"]
     try:
         frame = _scan(path, spec).with_columns(**_parsers(spec, False)).collect()
     except (OSError, pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
         raise SourceError(path, f"not a readable CSV file ({type(exc).__name__}: {exc})") from exc
-    return frame.drop_nulls("subject_id").select(
+    frame = frame.drop_nulls("subject_id").select(
         pl.col("subject_id").alias("patient_id"),
         "gender",
         "anchor_age",
         "anchor_year",
         pl.col("dod").cast(pl.Date),
     )
+    unique = frame.unique(maintain_order=True)
+    conflicting = unique.filter(pl.col("patient_id").is_duplicated())["patient_id"].unique().sort()
+    report = {
+        "rows": frame.height,
+        "subjects": frame["patient_id"].n_unique(),
+        "duplicate_rows_identical": frame.height - unique.height,
+        "duplicate_rows_conflicting": unique.height - unique["patient_id"].n_unique(),
+        "conflicting_subject_ids": conflicting.head(20).to_list(),
+    }
+    if conflicting.len():
+        import warnings
+
+        warnings.warn(
+            f"{path}: {conflicting.len()} subject(s) with conflicting rows (first: "
+            f"{conflicting.head(5).to_list()}); the first row of each is kept (manifest events.patients)",
+            stacklevel=2,
+        )
+    return unique.unique("patient_id", keep="first", maintain_order=True), report
 
 
 def _read_dictionary(path: Path) -> pl.DataFrame:
@@ -383,13 +412,39 @@ def convert_mimic_iv(
     t_start = time.perf_counter()
     plan = _plan(Path(src), tables, on_error, subjects_per_shard, workers)
     missing = [f"{TABLES[t].folder}/{t}.csv[.gz]" for t in plan.wanted if plan.paths[t] is None]
+    if not plan.present:
+        hint = (
+            f"; {plan.src.name}/ is itself a MIMIC-IV module folder: pass its parent, the MIMIC-IV root"
+            if plan.src.name in ("hosp", "icu")
+            else ": pass the MIMIC-IV root that holds hosp/ and icu/"
+        )
+        raise SourceError(
+            plan.src,
+            f"none of the MIMIC-IV tables asked for is here (looked for {', '.join(missing)}){hint}",
+        )
     report: dict[str, Any] = {
         "tables": {},
         "missing_tables": missing,
         "skipped_tables": [],
         "resumed_tables": [],
     }
-    writer = StoreWriter(out, dataset="mimic-iv", source=plan.src, resume=True)
+    # The source folder and the options; each staged table then checks its own files (size and mtime,
+    # and admissions' for the tables using its times), so a fixed file redoes only what it feeds.
+    identity = {"converter": "mimic-iv", **plan.staging_key()}
+    writer = StoreWriter(out, dataset="mimic-iv", source=plan.src, resume=True, identity=identity)
+    try:
+        return _convert(plan, writer, report, progress, t_start)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise disk_error(exc, writer.tmp_path, writer.path) from exc
+        raise
+    finally:
+        writer.release()
+
+
+def _convert(
+    plan: _Plan, writer: StoreWriter, report: dict[str, Any], progress: bool, t_start: float
+) -> Path:
     staging = _open_staging(writer.tmp_path, plan)
     timings: dict[str, float] = {"plan": time.perf_counter() - t_start}
     # A failure (bad file, interruption) leaves <out>.tmp-<pid> with what was committed, for a resume.
@@ -419,6 +474,15 @@ def convert_mimic_iv(
     timings["shards"] = time.perf_counter() - t0
     splits = _write_splits(plan, summary, writer.tmp_path)
     shutil.rmtree(staging)
+    patients_report = dict(plan.patients_report)
+    if plan.statics is not None:
+        # Events of subjects the patients table does not list are kept; they get a patients row
+        # without static columns, and are counted here.
+        absent = pl.Series(summary.subject_ids, dtype=pl.Int64)
+        absent = absent.filter(~absent.is_in(plan.statics["patient_id"].implode())).sort()
+        patients_report["subjects_with_events_not_in_patients"] = absent.len()
+        patients_report["subject_ids_not_in_patients"] = absent.head(20).to_list()
+    report["patients"] = patients_report
     report.update(
         n_events=summary.n_events,
         n_subjects=summary.n_subjects,
@@ -446,6 +510,7 @@ class _Plan:
     subjects_per_shard: int
     on_error: OnError
     n_workers: int
+    patients_report: dict[str, Any]  # duplicated rows of the patients table (values policy)
 
     @property
     def present(self) -> list[str]:
@@ -482,9 +547,10 @@ def _plan(
     # Shards by subject-id range, planned from patients (every MIMIC-IV subject is in it).
     patients_path = find_table(src, "patients")
     statics = None
+    patients_report: dict[str, Any] = {}
     if patients_path is not None:
         try:
-            statics = _patients(patients_path)
+            statics, patients_report = _patients(patients_path)
         except SourceError:
             if on_error == "raise":
                 raise
@@ -494,7 +560,18 @@ def _plan(
     else:
         subjects = _subject_ids([paths[t] for t in wanted])
     breaks = shard_breaks(subjects.to_numpy(), subjects_per_shard)
-    return _Plan(src, wanted, paths, statics, subjects, breaks, subjects_per_shard, on_error, n_workers)
+    return _Plan(
+        src,
+        wanted,
+        paths,
+        statics,
+        subjects,
+        breaks,
+        subjects_per_shard,
+        on_error,
+        n_workers,
+        patients_report,
+    )
 
 
 def _open_staging(tmp_path: Path, plan: _Plan) -> Path:

@@ -29,8 +29,13 @@ def _code(*parts: str) -> pl.Expr:
 
 def _number(column: str) -> pl.Expr:
     """A numeric text column as float32, correctly rounded (polars' direct text → float32 cast is not:
-    it gives 20.253061 for "20.25306224822998", whose nearest float32 is 20.253063)."""
-    return pl.col(column).cast(pl.Float64, strict=False).cast(pl.Float32)
+    it gives 20.253061 for "20.25306224822998", whose nearest float32 is 20.253063).
+
+    Only finite values: text that is not a number, ``inf``, ``nan`` or a value beyond float32's range
+    gives null here, and :meth:`EventKind.build` keeps its text (the values policy of
+    ``data_cards/mimic_iv.md``)."""
+    value = pl.col(column).cast(pl.Float64, strict=False).cast(pl.Float32)
+    return pl.when(value.is_finite()).then(value)
 
 
 def _text_unless_number(column: str) -> pl.Expr:
@@ -57,6 +62,33 @@ class EventKind:
             return pl.lit(None, pl.Datetime("us"))
         return (pl.col(self.time) if isinstance(self.time, str) else self.time).cast(pl.Datetime("us"))
 
+    @property
+    def numeric_column(self) -> str | None:
+        """The one text column the numeric value is parsed from (None: none, or a computed value)."""
+        if self.numeric is None:
+            return None
+        roots = set(self.numeric.meta.root_names())
+        return roots.pop() if len(roots) == 1 else None
+
+    def numeric_unusable(self) -> pl.Expr:
+        """True where the numeric source text is present but gives no finite float32 (not a number,
+        ``inf``, ``nan``, an overflow): that text is kept in ``text_value`` rather than lost."""
+        column = self.numeric_column
+        if column is None:
+            return pl.lit(False)
+        raw = pl.col(column).str.strip_chars()
+        return (raw.str.len_chars() > 0).fill_null(False) & self.numeric.is_null()
+
+    def _text_value(self) -> pl.Expr:
+        text = pl.lit(None, pl.String) if self.text is None else self.text.cast(pl.String)
+        column = self.numeric_column
+        if column is None:
+            return text
+        raw = pl.col(column).str.strip_chars()
+        kept = pl.when(text.is_null()).then(raw).when(text.str.strip_chars() == raw).then(text)
+        kept = kept.otherwise(pl.concat_str([text, pl.lit(f" [{column}="), raw, pl.lit("]")]))
+        return pl.when(self.numeric_unusable()).then(kept).otherwise(text)
+
     def build(self, typed: pl.LazyFrame) -> pl.LazyFrame:
         """The events of this kind (the five MEDS columns), rows without a usable time removed."""
         out = typed.select(
@@ -66,7 +98,7 @@ class EventKind:
             (pl.lit(None, pl.Float32) if self.numeric is None else self.numeric.cast(pl.Float32)).alias(
                 "numeric_value"
             ),
-            (pl.lit(None, pl.String) if self.text is None else self.text.cast(pl.String)).alias("text_value"),
+            self._text_value().alias("text_value"),
         )
         return out if self.time is None else out.filter(pl.col("time").is_not_null())
 

@@ -69,6 +69,53 @@ def _validate_header(hea: Path, header) -> None:
         raise SourceError(hea, f"header says {header.n_sig} signals but describes {len(header.sig_name)}")
     if any((spf or 1) < 1 for spf in (header.samps_per_frame or [])):
         raise SourceError(hea, "a signal has fewer than 1 sample per frame")
+    check_calibration_text(hea)
+
+
+_GAIN_FIELD = re.compile(r"^(?P<gain>[^(/]*)(?:\((?P<baseline>[^)]*)\))?(?:/(?P<units>.*))?$")
+
+
+def _finite(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def check_calibration_text(hea: Path) -> None:
+    """The header's sampling rate, ADC gains and baselines as written: each must be a finite number
+    (wfdb replaces a gain it cannot parse, ``abc``, by its default 200, and accepts ``nan`` / ``inf``;
+    the values would come out wrong with no error). Raises :class:`SourceError` naming the header, the
+    signal and the field."""
+    try:
+        lines = [line.strip() for line in hea.read_text(errors="replace").splitlines()]
+    except OSError:
+        return  # the header's own reader reports it
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        return
+    record = lines[0].split()
+    if len(record) >= 3 and "/" not in record[0]:  # single-segment: name n_sig fs[/counter[(base)]]
+        fs_text = record[2].split("/")[0]
+        if not (_finite(fs_text) and float(fs_text) > 0):
+            raise SourceError(hea, f"record line: sampling rate {fs_text!r} is not a finite number > 0")
+    elif len(record) >= 3:  # multi-segment: the segment lines follow, no signal lines
+        return
+    n_sig = int(record[1]) if len(record) >= 2 and record[1].isdigit() else 0
+    for i, line in enumerate(lines[1 : 1 + n_sig]):
+        tokens = line.split()
+        if len(tokens) < 3:
+            continue  # no gain given: WFDB's default applies
+        field = _GAIN_FIELD.match(tokens[2])
+        name = " ".join(tokens[8:]) if len(tokens) > 8 else f"#{i}"
+        where = f"signal {i} ({name})"
+        if field is None:
+            raise SourceError(hea, f"{where}: ADC gain field {tokens[2]!r} is not gain[(baseline)][/units]")
+        if not _finite(field["gain"]):
+            raise SourceError(hea, f"{where}: ADC gain {field['gain']!r} is not a finite number")
+        baseline = field["baseline"]
+        if baseline is not None and not _finite(baseline):
+            raise SourceError(hea, f"{where}: baseline {baseline!r} is not a finite number")
 
 
 def read_header(record_path: Path) -> wfdb.Record:
