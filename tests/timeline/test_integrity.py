@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from clinseq.cli import main
+from clinseq.errors import SourceError, StoreError
 from clinseq.io import PTBXLSource, convert
 from clinseq.timeline import TimelineStore
 from clinseq.timeline.lock import FolderLock, LockHeldError
 from clinseq.timeline.writer import StoreWriter
-from clinseq.errors import SourceError, StoreError
 
 PART = 24_000  # one 12 × 1000 int16 ECG per part
 
