@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from clinseq.io.base import Source, SourceItem
     from clinseq.io.conversion import convert
     from clinseq.io.eeg import EEGSource
+    from clinseq.io.manifest import ManifestSource
     from clinseq.io.ptbxl import PTBXLSource
     from clinseq.io.wfdb_folder import MIMICIVECGSource, WFDBSource
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 _HOMES = {
     "EEGSource": "clinseq.io.eeg",
     "MIMICIVECGSource": "clinseq.io.wfdb_folder",
+    "ManifestSource": "clinseq.io.manifest",
     "PTBXLSource": "clinseq.io.ptbxl",
     "Source": "clinseq.io.base",
     "SourceItem": "clinseq.io.base",
@@ -28,7 +30,16 @@ _HOMES = {
     "convert": "clinseq.io.conversion",
 }
 
-__all__ = ["EEGSource", "MIMICIVECGSource", "PTBXLSource", "Source", "SourceItem", "WFDBSource", "convert"]
+__all__ = [
+    "EEGSource",
+    "MIMICIVECGSource",
+    "ManifestSource",
+    "PTBXLSource",
+    "Source",
+    "SourceItem",
+    "WFDBSource",
+    "convert",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -203,6 +203,12 @@ SOURCES: dict[str, SourceSpec] = {
         ),
         rate_option="resample_hz",
     ),
+    "manifest": _recordings(
+        "your own files listed in a CSV: path (WFDB, EDF/BDF or .npy), patient_id, optional start_time, "
+        "sampling_rate_hz (.npy); other columns are labels (src is the CSV)",
+        "clinseq.io.manifest:ManifestSource",
+        Option("--modality", "the recordings' modality (default: ecg for WFDB/.npy, eeg for EDF/BDF)"),
+    ),
     "mimic-iv": _events(
         "MIMIC-IV hosp/ and icu/ tables → MEDS events",
         "clinseq.io.mimic_iv:convert_mimic_iv",
