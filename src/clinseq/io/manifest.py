@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from clinseq.errors import SourceError
 from clinseq.io.base import SourceItem
 from clinseq.timeline.records import Recording
 from clinseq.timeline.write_store import ArrayRecording
-from clinseq.utils import SourceError
 
 __all__ = ["RESERVED_COLUMNS", "ManifestSource"]
 
