@@ -517,15 +517,23 @@ def _log(row: dict) -> None:
     print("  " + ", ".join(shown), flush=True)
 
 
-def _groups(quick: bool, models: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+def _groups(
+    quick: bool, models: tuple[str, ...] | None = None, modes: tuple[str, ...] | None = None
+) -> list[dict[str, Any]]:
     """Every group of rows, in order; each is measured in a fresh process (see :func:`run`). A full run
     gives every (model, mode), SDPA backend and EEG case its own process; a quick run, whose largest
     step holds a few hundred MiB, one process per model, one for the SDPA backends and one per EEG case
-    (saving a dozen interpreter starts). ``models``: only these encoders' sweeps (no SDPA, no EEG)."""
+    (saving a dozen interpreter starts). ``models`` / ``modes``: only these encoders' sweeps in these
+    modes (no SDPA, no EEG)."""
     from clinseq.models.attention import SDPA_BACKENDS
 
-    if models is not None:
-        return [g for g in _groups(quick) if g["kind"] == "sweep" and g["model"] in models]
+    if models is not None or modes is not None:
+        groups = []
+        for g in _groups(quick):
+            variants = [v for v in g.get("variants", []) if modes is None or v[0] in modes]
+            if g["kind"] == "sweep" and (models is None or g["model"] in models) and variants:
+                groups.append({**g, "variants": variants})
+        return groups
 
     if quick:
         groups: list[dict[str, Any]] = [
@@ -587,12 +595,14 @@ def run(
     budget_s: float | None = None,
     threads: int | None = None,
     models: tuple[str, ...] | None = None,
+    modes: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Run the encoder suite, print its tables, write ``encoder_<device>.json`` (+ PNG); returns
     ``{"json": path, "figures": [paths], "result": payload}``.
 
-    ``models``: measure only these encoders' sweeps (names as in the tables, e.g. ``S4DEncoder``); the
-    result is then ``encoder_<device>_<names>.json``, beside (never over) the full run's file.
+    ``models``: measure only these encoders' sweeps (names as in the tables, e.g. ``S4DEncoder``), and
+    ``modes`` only these modes ("forward", "forward+backward"); the result is then
+    ``encoder_<device>_<names>[_<modes>].json``, beside (never over) the full run's file.
 
     Each group of rows (one model and mode over the lengths, one forced SDPA backend, one EEG case) runs
     in a fresh Python process: memory a group frees is not always returned to the OS (glibc keeps
@@ -603,13 +613,15 @@ def run(
     names = [spec.name for spec in _specs()]
     if models is not None and not set(models) <= set(names):
         raise ClinseqError(f"unknown encoder(s) {sorted(set(models) - set(names))}; the suite has {names}")
+    if modes is not None and not set(modes) <= {"forward", "forward+backward"}:
+        raise ClinseqError(f"modes must be 'forward' and/or 'forward+backward', got {list(modes)}")
     s = settings(device, quick)
     if lengths or budget_s:
         s = replace(s, lengths=tuple(lengths or s.lengths), budget_s=budget_s or s.budget_s)
     threads = threads or (None if device.startswith("cuda") else 1)
     print(f"encoder sweep on {device} ({s.precision}), lengths {s.lengths}, batch_samples {s.batch_samples}")
     rows, sdpa, eeg = [], [], []
-    for group in _groups(quick, models):
+    for group in _groups(quick, models, modes):
         label = group.get("model") or ", ".join(group.get("backends", [])) or "EEG"
         what = "; ".join(" ".join(filter(None, v)) for v in group.get("variants", []))
         print(f"- {group['kind']}: {label}{': ' + what if what else ''}", flush=True)
@@ -663,6 +675,7 @@ def run(
     }
     figure = lambda path: _figure(path, rows, tag)  # noqa: E731
     name = f"encoder_{tag}"
-    if models is not None:
-        name += "_" + "_".join(re.sub(r"[^a-z0-9]+", "", m.lower().split(" (")[0]) for m in models)
+    for subset in (models, modes):
+        if subset is not None:
+            name += "_" + "_".join(re.sub(r"[^a-z0-9]+", "", m.lower().split(" (")[0]) for m in subset)
     return harness.report(name, payload, quick=quick, out_dir=out_dir, figure=figure)

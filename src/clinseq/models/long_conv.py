@@ -28,6 +28,9 @@ Long inputs.
   kept ("saved"): every kept output sees exactly the inputs it sees in one pass, and at the recording's
   ends both pad with the same zeros, so the result equals the one-pass output (to float rounding) with
   memory bounded by N + P + Q frames. Cost (N + P + Q) / N times one pass.
+- No Triton kernel: a fused kernel-generation + FFT-convolution kernel (FlashFFTConv-like) belongs here
+  only where it beats ``torch.fft`` on a GPU, and no GPU was lent to measure that; the torch path
+  (:func:`clinseq.models.fft_conv.fft_conv`) is the only one.
 """
 
 from __future__ import annotations
