@@ -52,6 +52,8 @@ from __future__ import annotations
 import gc
 import os
 import re
+import statistics
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -241,6 +243,18 @@ class _Runner:
         batch = x.shape[0]
         backend = _backend(model, x, mode, self.device, self.s.precision)
         fn = _step(model, x, mode, self.device, self.s.precision)
+        cpu_s: list[float] = []
+        if self.device.type == "cpu":
+            # The process's CPU time per call as well: on a machine shared with other jobs the wall clock
+            # also counts the time this process waited for a core; its CPU time does not.
+            step = fn
+
+            def fn() -> Any:
+                t = time.process_time()
+                out = step()
+                cpu_s.append(time.process_time() - t)
+                return out
+
         try:
             m = measure(
                 fn, self.device, warmup=self.s.warmup, repeats=self.s.repeats, budget_s=self.s.budget_s
@@ -266,6 +280,7 @@ class _Runner:
             "peak_mib": m.peak_mib,
             "peak_mib_per_item": None if m.peak_mib is None else m.peak_mib / batch,
             "timed_calls": len(m.times_s),
+            "cpu_ms": statistics.median(cpu_s[-len(m.times_s) :]) * 1e3 if cpu_s else None,
         }
 
     def row(
@@ -436,6 +451,8 @@ def _scaling(rows: list[dict], sdpa: list[dict]) -> list[dict]:
         one = [r for r in rs if r["batch"] == 1]
         mem_one = fit_exponent((r["n_samples"], r["peak_mib"]) for r in one) if len(one) >= 2 else None
         time_one = fit_exponent((r["n_samples"], r["ms"]) for r in one) if len(one) >= 2 else None
+        cpu = [r for r in rs if r.get("cpu_ms")]
+        cpu_one = [r for r in cpu if r["batch"] == 1]
         row = {
             "model": model,
             "mode": mode,
@@ -445,6 +462,12 @@ def _scaling(rows: list[dict], sdpa: list[dict]) -> list[dict]:
             "memory_exponent_one_item": mem_one,
             "time_exponent": fit_exponent((r["n_samples"], r["ms"] / r["batch"]) for r in rs),
             "time_exponent_one_item": time_one,
+            "cpu_time_exponent": fit_exponent((r["n_samples"], r["cpu_ms"] / r["batch"]) for r in cpu)
+            if len(cpu) >= 2
+            else None,
+            "cpu_time_exponent_one_item": fit_exponent((r["n_samples"], r["cpu_ms"]) for r in cpu_one)
+            if len(cpu_one) >= 2
+            else None,
         }
         if row["memory_exponent"] is not None or row["time_exponent"] is not None:
             out.append(row)
@@ -469,6 +492,9 @@ UNITS = {
     "memory_exponent_one_item": "dimensionless: the same over the lengths run one item per step",
     "time_exponent": "dimensionless: slope of log(step time per item) vs log(T)",
     "time_exponent_one_item": "dimensionless: the same over the lengths run one item per step",
+    "cpu_ms": "CPU milliseconds of this process per step (median over the timed steps; CPU only)",
+    "cpu_time_exponent": "dimensionless: slope of log(CPU time per item) vs log(T), all lengths",
+    "cpu_time_exponent_one_item": "dimensionless: the same over the lengths run one item per step",
     "batch_samples": "signal samples per channel per batch",
     "warmup": "untimed steps before timing",
     "repeats": "timed steps (at most)",
@@ -507,7 +533,7 @@ def _figure(path: Path, rows: list[dict], tag: str) -> Path | None:
 
 
 SWEEP_COLUMNS = [
-    "model", "mode", "variant", "n_samples", "batch", "tokens_per_item", "backend", "ms",
+    "model", "mode", "variant", "n_samples", "batch", "tokens_per_item", "backend", "ms", "cpu_ms",
     "input_samples_per_s", "tokens_per_s", "peak_mib", "peak_mib_per_item", "skipped",
 ]  # fmt: skip
 
@@ -632,13 +658,13 @@ def run(
             out = _run_child(group, device, s, quick, threads)
         {"sweep": rows, "sdpa": sdpa, "eeg": eeg}[group["kind"]].extend(out)
     scaling = _scaling(rows, sdpa)
-    models = []
+    model_info = []
     for spec in _specs():
         if models is not None and spec.name not in models:
             continue
         model = spec.build(CHANNELS)
         n_params = sum(p.numel() for p in model.parameters())
-        models.append({"model": spec.name, "parameters": n_params, "tokens": spec.token_kind})
+        model_info.append({"model": spec.name, "parameters": n_params, "tokens": spec.token_kind})
 
     print()
     print_table(rows, SWEEP_COLUMNS, title=f"encoders on {device}: throughput and peak memory over T")
@@ -659,6 +685,7 @@ def run(
             "memory_exponent_one_item",
             "time_exponent",
             "time_exponent_one_item",
+            "cpu_time_exponent_one_item",
         ],
         title="scaling of memory and time per item with T (1 = linear, 2 = quadratic)",
     )
@@ -666,7 +693,7 @@ def run(
     tag = harness.device_tag(device)
     payload = {
         "settings": {**asdict(s), "channels": CHANNELS, "eeg": EEG, "cpu_threads": threads},
-        "models": models,
+        "models": model_info,
         "results": rows,
         "sdpa": sdpa,
         "eeg_hour": eeg,
