@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.kernels import (
     HAS_TRITON,
     TileConfig,
@@ -378,45 +378,46 @@ def test_cpc_ids_encode_targets() -> None:
     assert k_ids.tolist() == list(range(6))
 
 
-def test_invalid_inputs_raise_config_error() -> None:
+def test_invalid_inputs_raise_shape_or_config_error() -> None:
+    """Tensors that do not fit raise ShapeError, settings that do not fit ConfigError (both ValueErrors)."""
     q, k = torch.randn(4, 8), torch.randn(5, 8)
     qi, ki = torch.arange(4), torch.arange(5)
     bad = [
-        (dict(q=torch.randn(4)), "2-D"),
-        (dict(k=torch.randn(5, 7)), "embedding size"),
-        (dict(k=torch.randn(5, 8, dtype=torch.float64)), "same dtype"),
-        (dict(q=torch.arange(32).reshape(4, 8)), "float16"),
-        (dict(q_ids=torch.arange(5)), r"\(N,\) = \(4,\)"),
-        (dict(k_ids=torch.arange(5.0)), "integers"),
-        (dict(temperature=0.0), "> 0"),
-        (dict(temperature=torch.ones(2)), "one-element"),
-        (dict(reduction="avg"), "reduction"),
-        (dict(backend="cuda"), "backend"),
-        (dict(n_key_grad=6), r"\[0, M\]"),
-        (dict(n_key_grad=2, k_requires_grad=False), "contradicts"),
-        (dict(n_key_grad=2, symmetric=True), "symmetric"),
-        (dict(q_groups=torch.zeros(4, dtype=torch.long)), "together"),
+        (dict(q=torch.randn(4)), "2-D", ShapeError),
+        (dict(k=torch.randn(5, 7)), "embedding size", ShapeError),
+        (dict(k=torch.randn(5, 8, dtype=torch.float64)), "same dtype", ShapeError),
+        (dict(q=torch.arange(32).reshape(4, 8)), "float16", ShapeError),
+        (dict(q_ids=torch.arange(5)), r"\(N,\) = \(4,\)", ShapeError),
+        (dict(k_ids=torch.arange(5.0)), "integers", ShapeError),
+        (dict(temperature=0.0), "> 0", ConfigError),
+        (dict(temperature=torch.ones(2)), "one-element", ShapeError),
+        (dict(reduction="avg"), "reduction", ConfigError),
+        (dict(backend="cuda"), "backend", ConfigError),
+        (dict(n_key_grad=6), r"\[0, M\]", ShapeError),
+        (dict(n_key_grad=2, k_requires_grad=False), "contradicts", ConfigError),
+        (dict(n_key_grad=2, symmetric=True), "symmetric", ShapeError),
+        (dict(q_groups=torch.zeros(4, dtype=torch.long)), "together", ShapeError),
     ]
-    for override, match in bad:
+    for override, match, error in bad:
         args = dict(q=q, k=k, q_ids=qi, k_ids=ki, temperature=0.1)
         args.update(override)
         call = {key: args.pop(key) for key in ("q", "k", "q_ids", "k_ids", "temperature")}
-        with pytest.raises(ConfigError, match=match):
+        with pytest.raises(error, match=match):
             grouped_info_nce(call["q"], call["k"], call["q_ids"], call["k_ids"], call["temperature"], **args)
-    with pytest.raises(ConfigError, match=r"\(K, B, T, D\)"):
+    with pytest.raises(ShapeError, match=r"\(K, B, T, D\)"):
         cpc_info_nce(torch.randn(2, 3, 4), torch.randn(2, 3, 4))
-    with pytest.raises(ConfigError, match="match predictions"):
+    with pytest.raises(ShapeError, match="match predictions"):
         cpc_info_nce(torch.randn(2, 3, 4, 5), torch.randn(3, 3, 5))
 
 
 @needs_triton
 def test_triton_backend_rejects_what_it_cannot_run() -> None:
     ids = torch.arange(2)
-    with pytest.raises(ConfigError, match="float64"):
+    with pytest.raises(ShapeError, match="float64"):
         grouped_info_nce(
             torch.randn(2, 8).double(), torch.randn(2, 8).double(), ids, ids, 0.1, backend="triton"
         )
-    with pytest.raises(ConfigError, match="D <= 1024"):
+    with pytest.raises(ShapeError, match="D <= 1024"):
         grouped_info_nce(torch.randn(2, 1025), torch.randn(2, 1025), ids, ids, 0.1, backend="triton")
 
 

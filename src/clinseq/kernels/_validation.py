@@ -1,7 +1,10 @@
 """Input checks and reductions shared by the grouped-InfoNCE kernel and its torch references.
 
-Every check raises :class:`clinseq.errors.ConfigError` with the expected value, the value received and the
-fix. Nothing here reads a device value on the host (no ``.item()``): checks look at shapes, dtypes and
+Every check names the expected value, the value received and the fix. A tensor argument with the wrong
+shape, dtype or device (q, k, ids, groups, a temperature tensor, or an ``n_key_grad`` that does not fit
+M) raises :class:`clinseq.errors.ShapeError`; a setting with a wrong value (reduction, a float
+temperature ≤ 0, contradicting flags) raises :class:`clinseq.errors.ConfigError`. Both are ValueErrors.
+Nothing here reads a device value on the host (no ``.item()``): checks look at shapes, dtypes and
 devices only, and reductions stay tensors.
 """
 
@@ -14,7 +17,7 @@ from typing import TypeVar
 
 import torch
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 
 REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "triton", "torch", "naive")
@@ -69,21 +72,21 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _check_ids(name: str, ids: object, length: int, length_name: str, device: torch.device) -> None:
     if not isinstance(ids, torch.Tensor):
-        raise ConfigError(
+        raise ShapeError(
             f"{name} must be an integer tensor of shape ({length_name},) = ({length},), got "
             f"{type(ids).__name__}; pass torch.as_tensor(...) of int64 ids"
         )
     if ids.dtype not in _INT_DTYPES:
-        raise ConfigError(
+        raise ShapeError(
             f"{name} must hold integers (int64 recommended), got dtype {ids.dtype}; convert with .long()"
         )
     if ids.shape != (length,):
-        raise ConfigError(
+        raise ShapeError(
             f"{name} must have shape ({length_name},) = ({length},), got {tuple(ids.shape)}; "
             "pass one id per row"
         )
     if ids.device != device:
-        raise ConfigError(f"{name} must be on {device} like q, got {ids.device}; move it with .to(q.device)")
+        raise ShapeError(f"{name} must be on {device} like q, got {ids.device}; move it with .to(q.device)")
 
 
 def check_inputs(
@@ -104,35 +107,35 @@ def check_inputs(
     """Validate a grouped-InfoNCE call (see :func:`clinseq.kernels.grouped_info_nce`)."""
     for name, x in (("q", q), ("k", k)):
         if not isinstance(x, torch.Tensor):
-            raise ConfigError(f"{name} must be a float tensor of shape (rows, D), got {type(x).__name__}")
+            raise ShapeError(f"{name} must be a float tensor of shape (rows, D), got {type(x).__name__}")
         if x.ndim != 2:
-            raise ConfigError(
+            raise ShapeError(
                 f"{name} must be 2-D (rows, D), got shape {tuple(x.shape)}; flatten leading dims with "
                 f"{name}.reshape(-1, {name}.shape[-1])"
             )
         if x.dtype not in _FLOAT_DTYPES:
-            raise ConfigError(
+            raise ShapeError(
                 f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}; convert with .float()"
             )
     n_rows, dim = q.shape
     n_cols = k.shape[0]
     if k.shape[1] != dim:
-        raise ConfigError(
+        raise ShapeError(
             f"q and k must share the embedding size D: q is {tuple(q.shape)}, k is {tuple(k.shape)}; "
             "project both to the same D"
         )
     if dim == 0:
-        raise ConfigError("D (the embedding size) must be >= 1, got 0")
+        raise ShapeError("D (the embedding size) must be >= 1, got 0")
     if k.dtype != q.dtype:
-        raise ConfigError(
+        raise ShapeError(
             f"q and k must have the same dtype, got q {q.dtype} and k {k.dtype}; cast one with .to(q.dtype)"
         )
     if k.device != q.device:
-        raise ConfigError(f"q and k must be on the same device, got q on {q.device} and k on {k.device}")
+        raise ShapeError(f"q and k must be on the same device, got q on {q.device} and k on {k.device}")
     _check_ids("q_ids", q_ids, n_rows, "N", q.device)
     _check_ids("k_ids", k_ids, n_cols, "M", q.device)
     if (q_groups is None) != (k_groups is None):
-        raise ConfigError(
+        raise ShapeError(
             "q_groups and k_groups must be given together (both (N,) and (M,) integer tensors) or not at "
             f"all, got q_groups={'a tensor' if q_groups is not None else None} and "
             f"k_groups={'a tensor' if k_groups is not None else None}"
@@ -148,12 +151,12 @@ def check_inputs(
     cdt = compute_dtype(q.dtype)
     if isinstance(temperature, torch.Tensor):
         if temperature.numel() != 1 or not temperature.is_floating_point():
-            raise ConfigError(
+            raise ShapeError(
                 "temperature must be a positive float or a one-element float tensor, got a tensor of shape "
                 f"{tuple(temperature.shape)} and dtype {temperature.dtype}"
             )
         if temperature.device != q.device:
-            raise ConfigError(
+            raise ShapeError(
                 f"temperature must be on {q.device} like q, got {temperature.device}; move it with .to()"
             )
         tau = temperature.reshape(()).to(cdt)
@@ -164,7 +167,7 @@ def check_inputs(
         tau = torch.full((), float(temperature), dtype=cdt, device=q.device)
         tau_in = None
     else:
-        raise ConfigError(
+        raise ShapeError(
             f"temperature must be a positive float or a one-element float tensor, got {type(temperature)}"
         )
 
@@ -172,7 +175,7 @@ def check_inputs(
         n_key_grad = n_cols if k_requires_grad else 0
     else:
         if isinstance(n_key_grad, bool) or not isinstance(n_key_grad, int) or not 0 <= n_key_grad <= n_cols:
-            raise ConfigError(
+            raise ShapeError(
                 f"n_key_grad must be an int in [0, M] = [0, {n_cols}] (the number of leading key rows that "
                 f"get a gradient), got {n_key_grad!r}"
             )
@@ -182,7 +185,7 @@ def check_inputs(
                 "(k_requires_grad=False is n_key_grad=0)"
             )
     if symmetric and 0 < n_key_grad < n_cols:
-        raise ConfigError(
+        raise ShapeError(
             f"symmetric=True needs every key row to be a query too, so a partial n_key_grad ({n_key_grad} "
             f"of {n_cols}) is not supported; pass the queue-free keys, or symmetric=False"
         )

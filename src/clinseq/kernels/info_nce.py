@@ -98,7 +98,7 @@ from dataclasses import dataclass
 
 import torch
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.kernels._group_ranges import tile_column_ranges
 from clinseq.kernels._validation import (
     BACKENDS,
@@ -275,7 +275,7 @@ def table_config(generation: str, kind: str, dim: int, dtype: torch.dtype = torc
     """The configuration of pass ``kind`` for architecture ``generation`` (one of :data:`GENERATIONS`),
     D = ``dim`` and inputs of ``dtype``."""
     if dim > MAX_TRITON_DIM:
-        raise ConfigError(f"the Triton kernel takes D <= {MAX_TRITON_DIM}, got D = {dim}")
+        raise ShapeError(f"the Triton kernel takes D <= {MAX_TRITON_DIM}, got D = {dim}")
     rows = _TABLE[(generation, _size_class(dtype))][kind]
     _, block_m, block_n, warps, stages, chunk_d = next(row for row in rows if dim <= row[0])
     if chunk_d == 0 or dim <= chunk_d:
@@ -941,12 +941,12 @@ def _resolve_backend(backend: str, q: torch.Tensor, dim: int) -> str:
                 f"clinseq.kernels is imported), got a tensor on {q.device}; use backend='auto' or 'torch'"
             )
         if q.dtype not in _TRITON_DTYPES:
-            raise ConfigError(
+            raise ShapeError(
                 f"backend='triton' takes float16, bfloat16 or float32 inputs, got {q.dtype}; "
                 "use backend='torch' for float64"
             )
         if dim > MAX_TRITON_DIM:
-            raise ConfigError(
+            raise ShapeError(
                 f"backend='triton' takes D <= {MAX_TRITON_DIM}, got D = {dim}; use backend='torch'"
             )
     return backend
@@ -1031,8 +1031,10 @@ def grouped_info_nce(
         ``"mean"``/``"sum"``, per-row losses for ``"none"``.
 
     Raises:
-        ConfigError: on shapes, dtypes, devices, ids, temperature, ``n_key_grad`` or backend that do not
-            fit, with the expected value, the value received and the fix.
+        ShapeError: on tensors whose shapes, dtypes or devices do not fit (q, k, ids, groups, a
+            temperature tensor, ``n_key_grad`` beyond M, D or a dtype the Triton backend does not take).
+        ConfigError: on settings that do not fit (reduction, backend, a float temperature ≤ 0,
+            contradicting flags). Each message gives the expected value, the value received and the fix.
     """
     c = check_inputs(
         q,
@@ -1189,12 +1191,12 @@ def cpc_info_nce(
         backend: as in :func:`grouped_info_nce`.
     """
     if not isinstance(predictions, torch.Tensor) or predictions.ndim != 4:
-        raise ConfigError(
+        raise ShapeError(
             "predictions must be a (K, B, T, D) tensor (K prediction steps), got "
             f"{tuple(predictions.shape) if isinstance(predictions, torch.Tensor) else type(predictions)}"
         )
     if not isinstance(z, torch.Tensor) or z.ndim != 3 or tuple(z.shape) != tuple(predictions.shape[1:]):
-        raise ConfigError(
+        raise ShapeError(
             f"z must be (B, T, D) = {tuple(predictions.shape[1:])} to match predictions, got "
             f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z)}"
         )
