@@ -13,8 +13,9 @@ patient id, optional start time and labels) and it writes them with the same ato
         "stores/mine",
     )
 
-A run that stops leaves ``<out>.tmp-*``; calling again with the same iterable resumes after the last
-committed part (recordings are keyed by ``recording_id``, by default their 1-based position).
+A run that stops leaves ``<out>.tmp-*``; calling again with the same iterable (and the same
+``identity``, ``dataset``, ``source``) resumes after the last committed part (recordings are keyed by
+``recording_id``, by default their 1-based position).
 The labels become ``recordings`` columns; ``clinseq eval --labels`` takes a table of
 ``recording_id`` + label columns (see the README, "Your own data").
 """
@@ -119,6 +120,7 @@ def write_store(
     patients: pl.DataFrame | None = None,
     part_max_bytes: int = DEFAULT_PART_MAX_BYTES,
     manifest_extra: dict[str, Any] | None = None,
+    identity: Any = None,
 ) -> Path:
     """Write ``recordings`` into a new store at ``out`` and return its path.
 
@@ -132,16 +134,33 @@ def write_store(
         patients: the ``patients`` table (``patient_id``, ``split``: ``train``/``val``/``test`` or
             null, other static columns); default one row per patient without a split.
         part_max_bytes: a signal part is committed (and resume can restart after it) at this size.
+        manifest_extra: further manifest entries.
+        identity: anything JSON-serialisable that names the inputs (e.g. their paths and sizes). An
+            unfinished earlier call is resumed only when ``dataset``, ``source``, ``part_max_bytes`` and
+            ``identity`` are the same (its recordings are assumed to come in the same order).
     """
-    writer = StoreWriter(out, dataset=dataset, source=source, part_max_bytes=part_max_bytes)
-    done = writer.done_keys
-    seen: set[int] = set()
-    for position, item in enumerate(recordings, start=1):
-        recording = item if isinstance(item, Recording) else item.to_recording(position)
-        if recording.recording_id in seen:
-            raise ValueError(f"recording_id {recording.recording_id} is given twice")
-        seen.add(recording.recording_id)
-        key = str(recording.recording_id)
-        if key not in done:
-            writer.add(recording, key=key)
-    return writer.finish(patients, manifest_extra=manifest_extra)
+    writer = StoreWriter(
+        out,
+        dataset=dataset,
+        source=source,
+        part_max_bytes=part_max_bytes,
+        identity={
+            "write_store": {"dataset": dataset, "source": None if source is None else str(source)},
+            "part_max_bytes": part_max_bytes,
+            "inputs": identity,
+        },
+    )
+    try:
+        done = writer.done_keys
+        seen: set[int] = set()
+        for position, item in enumerate(recordings, start=1):
+            recording = item if isinstance(item, Recording) else item.to_recording(position)
+            if recording.recording_id in seen:
+                raise ValueError(f"recording_id {recording.recording_id} is given twice")
+            seen.add(recording.recording_id)
+            key = str(recording.recording_id)
+            if key not in done:
+                writer.add(recording, key=key)
+        return writer.finish(patients, manifest_extra=manifest_extra)
+    finally:
+        writer.release()
