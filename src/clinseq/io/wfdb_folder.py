@@ -46,7 +46,16 @@ def list_wfdb_records(root: Path) -> list[str]:
     layout headers of multi-segment records), sorted."""
     records_file = root / "RECORDS"
     if records_file.exists():
-        names = [line.strip() for line in records_file.read_text().splitlines() if line.strip()]
+        try:
+            text = records_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            line = records_file.read_bytes()[: exc.start].count(b"\n") + 1
+            raise SourceError(
+                records_file,
+                f"line {line}: byte {exc.object[exc.start]:#x} is not UTF-8 text; RECORDS lists "
+                "record names, one per line",
+            ) from None
+        names = [line.strip() for line in text.splitlines() if line.strip()]
         # RECORDS may list sub-folders (databases split by patient); expand those.
         out: list[str] = []
         for name in names:

@@ -59,6 +59,7 @@ FLAC_FORMATS = {508, 516, 524}
 def _validate_header(hea: Path, header) -> None:
     """The checks every header must pass (on wfdb's parse or on :func:`quick_header`'s). A missing
     signal length is allowed: it is inferred from the signal files' size, as wfdb does."""
+    check_calibration_text(hea)  # first: wfdb's parse of a bad value is a default or None
     if not header.n_sig:
         raise SourceError(hea, "header lists no signals")
     if header.sig_len is not None and header.sig_len <= 0:
@@ -69,7 +70,6 @@ def _validate_header(hea: Path, header) -> None:
         raise SourceError(hea, f"header says {header.n_sig} signals but describes {len(header.sig_name)}")
     if any((spf or 1) < 1 for spf in (header.samps_per_frame or [])):
         raise SourceError(hea, "a signal has fewer than 1 sample per frame")
-    check_calibration_text(hea)
 
 
 _GAIN_FIELD = re.compile(r"^(?P<gain>[^(/]*)(?:\((?P<baseline>[^)]*)\))?(?:/(?P<units>.*))?$")
