@@ -146,3 +146,55 @@ def test_manifest_errors_name_the_file_and_row(tmp_path: Path, capsys) -> None:
     assert main(["convert", "manifest", str(tmp_path / "bad.csv"), str(tmp_path / "out2"), "--quiet"]) == 2
     assert "missing columns ['path']" in capsys.readouterr().err
     assert "manifest" in SOURCES
+
+
+def _readme_block(heading: str) -> list[str]:
+    """The command lines of the first bash block after ``heading`` in the README."""
+    lines = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index(heading)
+    begin = next(i for i in range(start, len(lines)) if lines[i].strip() == "```bash")
+    end = next(i for i in range(begin + 1, len(lines)) if lines[i].strip() == "```")
+    return [line.strip() for line in lines[begin + 1 : end] if line.strip()]
+
+
+@pytest.mark.slow
+def test_readme_own_data_commands_run_on_a_csv_over_the_shared_data(
+    tmp_path: Path, ptbxl_root: Path, monkeypatch, capsys
+) -> None:
+    """The README's "Your own data" commands, word for word, on a CSV of PTB-XL's first 60 ECGs with a
+    ``norm`` label; only the pretraining's length and the probe's bootstrap are cut for time."""
+    import shlex
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    database = pl.read_csv(ptbxl_root / "ptbxl_database.csv").sort("ecg_id").head(60)
+    pl.DataFrame(
+        {
+            "path": [str(ptbxl_root / name) for name in database["filename_lr"]],
+            "patient_id": [f"P{int(p)}" for p in database["patient_id"]],
+            "recording_id": database["ecg_id"],
+            "norm": [int("'NORM'" in codes) for codes in database["scp_codes"]],
+        }
+    ).write_csv(tmp_path / "my_ecgs.csv")
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_block("## Your own data")
+    assert [c.split()[:2] for c in commands] == [
+        ["clinseq", "convert"], ["clinseq", "pretrain"], ["python", "-c"], ["clinseq", "eval"]
+    ]  # fmt: skip
+    faster = {
+        "pretrain": ["--set", "train.max_steps=2", "--set", "data.sampler_kwargs.recordings_per_batch=8"],
+        "eval": ["--n-boot", "20", "--fractions", "1.0", "--quiet"],
+    }
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[0] == "python":
+            subprocess.run([sys.executable, *argv[1:]], check=True, cwd=tmp_path)
+            continue
+        argv = [str(repo / a) if a.startswith("recipes/") else a for a in argv[1:]]
+        assert main(argv + faster.get(argv[0], [])) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "macro AUROC" in out and "pretrained" in out and "random init" in out
+    store = TimelineStore.open(tmp_path / "stores" / "mine")
+    assert store.recordings.height == 60 and "norm" in store.recordings.columns
+    assert list((tmp_path / "runs" / "mine" / "eval").rglob("*.json"))
