@@ -382,3 +382,19 @@ def test_eegmat_records_picks_whole_subjects_and_filters_subject_info(
     info = pl.read_csv(dest / "subject-info.csv")
     assert info["Subject"].to_list() == subjects[:2]
     assert record["convert"].startswith("clinseq convert eeg ")
+
+    # download → convert == converting the same files of the shared copy.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for path in dest.glob("*.edf"):
+        (reference / path.name).symlink_to(eegmat_root / path.name)
+    (reference / "subject-info.csv").write_bytes((dest / "subject-info.csv").read_bytes())
+    got = TimelineStore.open(SOURCES["eeg"].convert(dest, tmp_path / "got", progress=False, layout="eegmat"))
+    want = TimelineStore.open(
+        SOURCES["eeg"].convert(reference, tmp_path / "want", progress=False, layout="eegmat")
+    )
+    assert got.recordings.equals(want.recordings)
+    assert got.patients.equals(want.patients)
+    for rid in want.recordings["recording_id"]:
+        np.testing.assert_array_equal(got.read_window(rid, 0, 5000), want.read_window(rid, 0, 5000))
+    assert got.manifest["download"]["dataset"] == "eegmat" and got.manifest["download"]["checksums_verified"]

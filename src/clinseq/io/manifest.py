@@ -272,4 +272,4 @@ class ManifestSource:
         return frame.select("patient_id", "split", "patient_key", "n_recordings").sort("patient_id")
 
     def manifest_extra(self) -> dict[str, Any]:
-        return {"options": {"manifest": self.csv_path.name, "labels": self.label_columns}}
+        return {"options": {"manifest": str(self.csv_path), "labels": self.label_columns}}
