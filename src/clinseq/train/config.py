@@ -81,6 +81,14 @@ class RunConfig:
         seed: seeds model initialisation, samplers, views and the probe.
         device: "auto" (CUDA when available, else CPU), "cpu" or "cuda".
         num_threads: torch intra-op CPU threads; None leaves torch's default.
+        loggers: where metrics go (:mod:`clinseq.train.loggers`): "jsonl" (``metrics.jsonl``),
+            "tensorboard" (``RUN/tensorboard``, when the package is installed), "wandb", "mlflow"; a chosen
+            tracker that is not installed is skipped with one warning.
+        project: the wandb project / MLflow experiment name.
+        tracking_uri: MLflow tracking URI; None → ``file:RUN/mlruns``.
+        wandb_mode: "online" or "offline" (sync later with ``wandb sync``); None → wandb's default.
+        export_encoder: write the encoder alone to ``RUN/encoder/`` at the end (safetensors + contract
+            JSON + model card; :func:`clinseq.models.load_pretrained` reads it).
     """
 
     name: str = "run"
@@ -88,6 +96,13 @@ class RunConfig:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = None
+    loggers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = field(
+        default_factory=lambda: ["jsonl", "tensorboard"]
+    )
+    project: str = "clinseq"
+    tracking_uri: str | None = None
+    wandb_mode: Literal["online", "offline"] | None = None
+    export_encoder: bool = True
 
 
 @dataclass
@@ -223,6 +238,7 @@ class TrainConfig:
         keep_checkpoints: how many recent checkpoints to keep.
         progress: tqdm progress bar on rank 0.
         find_unused_parameters: DDP's flag (needed when a task leaves parameters unused in a step).
+        compile: wrap the encoder in ``torch.compile`` (in place: checkpoints and exports unchanged).
     """
 
     max_steps: int = 1000
@@ -233,6 +249,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     progress: bool = True
     find_unused_parameters: bool = False
+    compile: bool = False
 
 
 @dataclass

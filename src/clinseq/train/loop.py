@@ -47,7 +47,9 @@ from clinseq.errors import ConfigError, TrainingError
 from clinseq.train.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from clinseq.train.config import OptimConfig, TrainConfig
 from clinseq.train.distributed import DistContext, all_reduce_mean
+from clinseq.train.loggers import METRICS_FILE, JsonlLogger, Loggers
 from clinseq.train.optim import build_optimizer, warmup_cosine
+from clinseq.train.summary import PhaseTimer, RunSummary
 
 __all__ = [
     "TrainResult",
@@ -56,9 +58,6 @@ __all__ = [
     "read_metrics",
     "resolve_precision",
 ]
-
-METRICS_FILE = "metrics.jsonl"
-
 
 class BatchSource(Protocol):
     """What the trainer iterates: batches of one epoch, with the first ``skip`` left out."""
@@ -150,6 +149,8 @@ class Trainer:
         ctx: distributed context (:func:`clinseq.train.distributed.init_distributed`).
         seed: seeds the per-step generators handed to the task.
         config: the resolved config as a dict, stored in checkpoints.
+        loggers: where metric lines go (:func:`clinseq.train.loggers.build_loggers`); default
+            ``metrics.jsonl`` in the run folder on rank 0. The trainer does not close them.
     """
 
     def __init__(
@@ -163,6 +164,7 @@ class Trainer:
         *,
         seed: int = 0,
         config: Mapping[str, Any] | None = None,
+        loggers: Loggers | None = None,
     ) -> None:
         self.ctx = ctx or DistContext()
         self.device = self.ctx.device
@@ -171,6 +173,14 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.seed = int(seed)
         self.config = dict(config or {})
+        if loggers is None:
+            loggers = Loggers([JsonlLogger(self.run_dir)] if self.ctx.is_main else [])
+        self.loggers = loggers
+        #: Wall-clock seconds per phase of :meth:`fit` (data wait, step, log, checkpoint).
+        self.timer = PhaseTimer()
+        self.summary: RunSummary | None = None
+        if train.compile:
+            self._compile_encoder()
         self.autocast_dtype, use_scaler = resolve_precision(train.precision, self.device)
         self.model: nn.Module = self.task
         if self.ctx.distributed:
@@ -197,6 +207,17 @@ class Trainer:
         self._count = 0
         self._samples = 0
         self._lr = optim.lr
+
+    def _compile_encoder(self) -> None:
+        """``train.compile``: the task's encoder compiled in place (``nn.Module.compile``, TorchDynamo +
+        Inductor). Its parameters and ``state_dict`` keys stay as they are, so checkpoints, resume and the
+        exported encoder are the same as in eager mode."""
+        encoder = getattr(self.task, "encoder", None)
+        if not isinstance(encoder, nn.Module):
+            raise ConfigError(
+                f"train.compile: the method {type(self.task).__name__} has no .encoder module to compile"
+            )
+        encoder.compile()
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -252,11 +273,7 @@ class Trainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric lines logged after ``step`` by the interrupted run (they are logged again)."""
-        path = self.run_dir / METRICS_FILE
-        if not path.exists():
-            return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+        JsonlLogger(self.run_dir).truncate(step)
 
     # -- one step -------------------------------------------------------------------------------
     def generator(self, step: int) -> torch.Generator:
@@ -332,8 +349,7 @@ class Trainer:
                 f"in {self.run_dir / 'checkpoints'})"
             )
         if self.ctx.is_main:
-            with open(self.run_dir / METRICS_FILE, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            self.loggers.log_metrics(self.step, record)
             if bar is not None:
                 bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
         self.last_metrics = {k: v for k, v in record.items() if isinstance(v, (int, float))}
@@ -365,28 +381,38 @@ class Trainer:
                 total=cfg.max_steps, initial=self.step, desc="pretrain", dynamic_ncols=True, mininterval=1.0
             )
         t_start = time.perf_counter()
+        t_fit, first_step, samples = t_start, self.step, 0
+        timer = self.timer
         self._samples = 0
         saved_at = -1
         try:
             while self.step < end:
                 yielded = 0
+                t_ready = time.perf_counter()
                 for batch in self.data.iterate(self.epoch, skip=self.batch_in_epoch):
+                    timer.add("data_wait", time.perf_counter() - t_ready)
                     yielded += 1
-                    self._samples += _batch_size(batch)
-                    loss, metrics, grad_norm = self.train_step(batch)
-                    self._accumulate(loss, metrics, grad_norm)
+                    size = _batch_size(batch)
+                    self._samples += size
+                    samples += size
+                    with timer("step"):
+                        loss, metrics, grad_norm = self.train_step(batch)
+                        self._accumulate(loss, metrics, grad_norm)
                     self.step += 1
                     self.batch_in_epoch += 1
                     if bar is not None:
                         bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == end:
-                        self._log(bar, t_start)
+                        with timer("log"):
+                            self._log(bar, t_start)
                         t_start, self._samples = time.perf_counter(), 0
                     if self.step % cfg.checkpoint_every == 0 or self.step == end:
-                        self.save_checkpoint()
+                        with timer("checkpoint"):
+                            self.save_checkpoint()
                         saved_at = self.step
                     if self.step >= end:
                         break
+                    t_ready = time.perf_counter()
                 else:
                     if yielded == 0 and self.batch_in_epoch == 0:
                         raise ConfigError(
@@ -399,10 +425,15 @@ class Trainer:
                     continue
                 break
             if saved_at != self.step and self.step > 0:
-                self.save_checkpoint()
+                with timer("checkpoint"):
+                    self.save_checkpoint()
         finally:
             if bar is not None:
                 bar.close()
+        self.summary = RunSummary.collect(
+            timer, self.step - first_step, samples * self.ctx.world_size, time.perf_counter() - t_fit,
+            self.device, self.ctx.world_size,
+        )  # fmt: skip
         return TrainResult(self.step, self.epoch, self.run_dir, self.last_checkpoint, self.last_metrics)
 
 

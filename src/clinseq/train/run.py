@@ -49,6 +49,11 @@ RESUME_MAY_CHANGE = (
     "data.pin_memory",
     "run.out_dir",
     "run.name",
+    "run.loggers",
+    "run.project",
+    "run.tracking_uri",
+    "run.wandb_mode",
+    "run.export_encoder",
     "recipe",
     "eval",
 )
