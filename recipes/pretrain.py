@@ -8,7 +8,10 @@ encoder and for how long. Run it through the CLI or directly, on one process or 
     clinseq pretrain --resume runs/pclr
     torchrun --nproc_per_node 4 recipes/pretrain.py recipes/ptbxl/pclr.yaml
 
-The run folder receives ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``checkpoints/`` and,
+The run folder receives ``config.yaml`` (the resolved config), ``run_info.json`` (git commit, package
+versions), ``metrics.jsonl`` (and ``tensorboard/``, wandb, MLflow: ``run.loggers``), ``checkpoints/``,
+``summary.json`` (where the time went, throughput, peak memory), ``encoder/`` (the encoder alone:
+safetensors + input contract + model card; ``clinseq.models.load_pretrained``) and
 ``eval/seed<k>/`` (for each task of ``eval.tasks``: a linear probe of the pretrained encoder against the
 same encoder at its random initialisation, on held-out subjects, with bootstrap CIs; JSON + plot).
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import time
 
 import torch
 
@@ -36,6 +40,8 @@ from clinseq.train import (
     save_config,
     validate_components,
 )
+from clinseq.train.export import evaluation_rows, export_encoder
+from clinseq.train.loggers import build_loggers, run_info
 
 
 class PretrainRecipe:
@@ -73,10 +79,17 @@ class PretrainRecipe:
             method, self.data.loader, cfg.train, cfg.optim, self.run_dir, self.ctx,
             seed=cfg.run.seed, config=config_to_dict(cfg),
         )  # fmt: skip
-        if self.resume:
-            step = self.trainer.load_checkpoint()
-            if self.ctx.is_main:
-                print(f"resumed {self.run_dir} at step {step}")
+        step = self.trainer.load_checkpoint() if self.resume else None
+        if self.resume and self.ctx.is_main:
+            print(f"resumed {self.run_dir} at step {step}")
+        # Rank 0 only; a chosen tracker that is not installed is reported once and left out.
+        self.loggers = build_loggers(
+            cfg.run.loggers, self.run_dir, is_main=self.ctx.is_main, run_name=cfg.run.name,
+            project=cfg.run.project, resume_step=step, tracking_uri=cfg.run.tracking_uri,
+            wandb_mode=cfg.run.wandb_mode,
+        )  # fmt: skip
+        self.trainer.loggers = self.loggers
+        self.loggers.log_config(config_to_dict(cfg), run_info(self.ctx.device, self.ctx.world_size))
 
     def train(self):
         return self.trainer.fit()
@@ -102,14 +115,40 @@ class PretrainRecipe:
         # EHR runs: each encoder reads the events up to each prediction time, beside the code-count baseline.
         rows = eval_featurizers(cfg, self.data.dataset, encoders, self.ctx.device)
         # Each row is embedded once per task; every seed redraws only the label-fraction subjects.
-        return {
+        reports = {
             task: evaluate(rows, self.store, task, options, out_dir=self.run_dir / "eval")
             for task in cfg.eval.tasks
         }
+        table = evaluation_rows(self.run_dir / "eval")
+        for task in cfg.eval.tasks:
+            self.loggers.log_table(f"eval/{task}", [r for r in table if r["task"] == task])
+        return reports
+
+    def export(self):
+        """The encoder alone to ``RUN/encoder`` (rank 0; ``run.export_encoder``)."""
+        cfg = self.config
+        if not (cfg.run.export_encoder and self.ctx.is_main):
+            return None
+        return export_encoder(
+            self.method.encoder, cfg, self.store, self.run_dir / "encoder", step=self.trainer.step,
+            eval_dir=self.run_dir / "eval",
+        )  # fmt: skip
+
+    def summarize(self):
+        """Print and keep the end-of-run summary: time per phase, throughput, peak memory (rank 0)."""
+        summary = self.trainer.summary
+        if summary is None or not self.ctx.is_main:
+            return summary
+        print(summary.format())
+        summary.save(self.run_dir)
+        self.loggers.log_table("run_summary", summary.rows())
+        return summary
 
     def cleanup(self) -> None:
         """Stop the loader's workers, restore the thread count and close the process group (also after a
         failed setup)."""
+        if hasattr(self, "loggers"):
+            self.loggers.close()
         if hasattr(self, "data"):
             self.data.loader.close()
         if hasattr(self, "threads"):
@@ -129,10 +168,19 @@ def run(config: PretrainConfig, resume: bool = False) -> dict:
         if recipe.ctx.is_main:
             loss = result.last_metrics.get("loss", float("nan"))
             print(f"trained {result.step} steps; last loss {loss:.4f}; run folder {result.run_dir}")
+        t = time.perf_counter()
         reports = recipe.evaluate()
+        if recipe.trainer.summary is not None:
+            recipe.trainer.summary.add_phase("eval", time.perf_counter() - t)
+        t = time.perf_counter()
+        exported = recipe.export()
+        if exported is not None:
+            print(f"exported the encoder to {exported} (clinseq.models.load_pretrained)")
+            recipe.trainer.summary.add_phase("export", time.perf_counter() - t)
+        summary = recipe.summarize()
     finally:
         recipe.cleanup()
-    return {"train": result, "eval": reports}
+    return {"train": result, "eval": reports, "encoder": exported, "summary": summary}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,11 +30,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_download(commands)
 
-    export = commands.add_parser("export", help="export a store's events")
+    export = commands.add_parser("export", help="export a store's events (meds) or a run's encoder (encoder)")
     export_kinds = export.add_subparsers(dest="kind", required=True)
     export_meds = export_kinds.add_parser("meds", help="write the store's events as a MEDS v0.4 dataset")
     export_meds.add_argument("store", type=Path)
     export_meds.add_argument("out", type=Path)
+    export_encoder = export_kinds.add_parser(
+        "encoder",
+        help="write a run's encoder alone: safetensors weights, encoder.json (name, arguments, input "
+        "contract, training data) and a model card; clinseq.models.load_pretrained reads it",
+    )
+    export_encoder.add_argument("run", type=Path, help="run folder (config.yaml + checkpoints/)")
+    export_encoder.add_argument("out", type=Path, help="folder to write")
+    export_encoder.add_argument("--store", type=Path, help="the store (default the run's data.store)")
 
     info = commands.add_parser("info", help="print a store's summary")
     info.add_argument("store", type=Path)
@@ -390,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             print(TimelineStore.open(path).summary())
         elif args.command == "download":
             _download(args)
+        elif args.command == "export" and args.kind == "encoder":
+            from clinseq.train.export import export_run_encoder
+
+            print(f"wrote {export_run_encoder(args.run, args.out, store=args.store)}")
         elif args.command == "export":
             from clinseq.io.meds import export_meds
 

@@ -25,6 +25,13 @@ from clinseq.models.heads import PredictionHead, ProjectionHead, l2_normalize
 from clinseq.models.long_conv import LongConvEncoder, S4DEncoder, SGConvEncoder
 from clinseq.models.patch_transformer import PatchTransformer
 from clinseq.models.per_lead import PerLeadEncoder
+from clinseq.models.pretrained import (
+    ContractError,
+    InputContract,
+    check_input,
+    load_pretrained,
+    save_pretrained,
+)
 from clinseq.models.resnet1d import ResNet1d, XResNet1d, resnet1d_pclr, xresnet1d50, xresnet1d101
 from clinseq.models.s4d import S4D
 from clinseq.models.sgconv import SGConv
@@ -32,8 +39,10 @@ from clinseq.models.sgconv import SGConv
 __all__ = [
     "CPCEncoder",
     "CPCOutput",
+    "ContractError",
     "Encoder",
     "EventTransformer",
+    "InputContract",
     "LongConvEncoder",
     "PatchTransformer",
     "PerLeadEncoder",
@@ -49,9 +58,12 @@ __all__ = [
     "TransformerBlock",
     "XResNet1d",
     "apply_rotary",
+    "check_input",
     "cpc_mehari2022",
     "l2_normalize",
+    "load_pretrained",
     "resnet1d_pclr",
+    "save_pretrained",
     "xresnet1d50",
     "xresnet1d101",
 ]

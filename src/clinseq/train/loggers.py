@@ -210,7 +210,9 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(run_dir) / "tensorboard"
-        self.writer = SummaryWriter(str(self.log_dir), purge_step=resume_step)
+        # Events at steps > resume_step were written after the checkpoint the run continues from.
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=purge)
 
     def log_config(self, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         import yaml
@@ -285,6 +287,10 @@ class MLflowLogger:
 
         self._mlflow = mlflow
         uri = tracking_uri or (Path(run_dir).resolve() / "mlruns").as_uri()
+        if uri.startswith("file:"):
+            # MLflow >= 3.x refuses the file store unless asked (it keeps it in maintenance mode); a local
+            # run folder is what a file: URI here means.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(project)
         experiment_id = (
@@ -363,7 +369,9 @@ class Loggers:
             try:
                 call(logger)
             except Exception as exc:  # noqa: BLE001 - a tracker must not stop training
-                warnings.warn(f"logger {logger.name} failed ({exc!r}); it is dropped for this run", stacklevel=3)
+                warnings.warn(
+                    f"logger {logger.name} failed ({exc!r}); it is dropped for this run", stacklevel=3
+                )
                 self.loggers.remove(logger)
 
     def log_config(self, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
@@ -385,7 +393,11 @@ class Loggers:
 
 
 def _installed(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
+    """Whether ``import package`` can succeed (without importing it)."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
 
 
 def _warn_once(name: str, message: str) -> None:

@@ -59,6 +59,7 @@ __all__ = [
     "resolve_precision",
 ]
 
+
 class BatchSource(Protocol):
     """What the trainer iterates: batches of one epoch, with the first ``skip`` left out."""
 

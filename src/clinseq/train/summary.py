@@ -118,7 +118,9 @@ class RunSummary:
         for phase, s in self.phases_s.items():
             rows.append({"phase": phase, "seconds": round(s, 3), "share": round(s / self.train_s, 3)})
         other = self.train_s - inside
-        rows.append({"phase": "other (loop)", "seconds": round(other, 3), "share": round(other / self.train_s, 3)})
+        rows.append(
+            {"phase": "other (loop)", "seconds": round(other, 3), "share": round(other / self.train_s, 3)}
+        )
         for phase, s in self.extra_s.items():
             rows.append({"phase": phase, "seconds": round(s, 3), "share": None})
         return rows
@@ -141,7 +143,8 @@ class RunSummary:
         if self.peak_device_mib is not None:
             dev = self.peak_device_mib
             lines.append(
-                f"  peak device memory  {dev['allocated']:.0f} MiB allocated, {dev['reserved']:.0f} MiB reserved"
+                f"  peak device memory  {dev['allocated']:.0f} MiB allocated, "
+                f"{dev['reserved']:.0f} MiB reserved"
             )
         return "\n".join(lines)
 
