@@ -160,7 +160,8 @@ class PretrainRecipe:
 
 
 def run(config: PretrainConfig, resume: bool = False) -> dict:
-    """Run the recipe; returns ``{"train": TrainResult, "eval": {task: Evaluation} or None}``."""
+    """Run the recipe; returns ``{"train": TrainResult, "eval": {task: Evaluation} or None, "encoder": the
+    exported folder or None, "summary": RunSummary}``."""
     recipe = PretrainRecipe(config, resume)
     try:
         recipe.setup()
@@ -168,6 +169,7 @@ def run(config: PretrainConfig, resume: bool = False) -> dict:
         if recipe.ctx.is_main:
             loss = result.last_metrics.get("loss", float("nan"))
             print(f"trained {result.step} steps; last loss {loss:.4f}; run folder {result.run_dir}")
+        recipe.trainer.eager_encoder()  # evaluation embeds other shapes: no recompilation
         t = time.perf_counter()
         reports = recipe.evaluate()
         if recipe.trainer.summary is not None:

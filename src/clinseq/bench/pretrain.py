@@ -11,9 +11,12 @@ that read ahead across epochs).
 Configurations: ``pclr`` (the recipe: Ribeiro ResNet, 256 patients × 2 windows of 5 s, no views, as in
 the paper), ``pclr+views`` (the same with an ECG augmentation chain run on the device by the task:
 amplitude scale, Gaussian noise, baseline wander, time mask — the SimCLR recipe's views without the crop)
-and ``cpc`` (Mehari & Strodthoff's CPC, 128 windows of 2.5 s). Loader settings are the recipe's
-(``num_workers: 8``, pinned memory on CUDA). ``quick``: ``pclr+views`` and ``cpc`` with the recipes'
-``smoke`` profile (32 patients / windows per batch, small CPC, ``num_workers: 0``). On the CPU, CPC always
+and ``cpc`` (Mehari & Strodthoff's CPC, 128 windows of 2.5 s); ``<name>+compile`` is the same with
+``train.compile: true`` (the encoder compiled with ``torch.compile``; the warm-up includes the compilation,
+``warmup_s``). Loader settings are the recipe's (``num_workers: 8``, pinned memory on CUDA). ``quick``:
+``pclr+views`` and ``cpc`` with the recipes' ``smoke`` profile (32 patients / windows per batch, small CPC,
+``num_workers: 0``); compiled configurations run when named (``configs=("pclr+views",
+"pclr+views+compile")``: a cold compilation takes minutes on a CPU). On the CPU, CPC always
 runs its smoke profile: the full-scale CPC step (32,768 frames against as many, for each of 12 prediction
 steps) is a GPU workload.
 
@@ -76,11 +79,18 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "pclr+views": ("ptbxl/pclr.yaml", {"data": {"views": VIEWS}}, None),
     "cpc": ("ptbxl/cpc.yaml", {}, "smoke"),
 }
+#: The same step with the encoder compiled (``train.compile``): eager and compiled side by side.
+CONFIGS.update(
+    {
+        f"{name}+compile": (recipe, {**values, "train": {"compile": True}}, profile)
+        for name, (recipe, values, profile) in list(CONFIGS.items())
+    }
+)
 
 QUICK_CONFIGS = ("pclr+views", "cpc")
 _STEP_COLUMNS = [
-    "config", "batch", "windows_per_s", "step_ms", "loader_wait_ms", "busy_fraction", "compute_only_step_ms",
-    "loader_only_ms_per_batch",
+    "config", "compile", "batch", "windows_per_s", "step_ms", "loader_wait_ms", "busy_fraction",
+    "compute_only_step_ms", "loader_only_ms_per_batch",
 ]  # fmt: skip
 
 
@@ -265,6 +275,7 @@ def run(
                     "prefetch_factor": config.data.prefetch_factor,
                     "batches_per_epoch": len(data.loader),
                     "precision": str(trainer.autocast_dtype or "fp32").replace("torch.", ""),
+                    "compile": config.train.compile,
                     **result,
                 }
             )
@@ -275,8 +286,8 @@ def run(
 
     busy_name = "GPU busy" if cuda else "in-step (CPU)"
     print()
-    columns = ["config", "encoder", "batch", "num_workers", *_STEP_COLUMNS[2:], "loader_overhead"]
-    columns += ["epochs_started", "loader_restarts"]
+    columns = ["config", "encoder", "batch", "num_workers", *_STEP_COLUMNS[3:], "loader_overhead"]
+    columns += ["epochs_started", "loader_restarts", "warmup_s"]
     print_table(rows, columns, title=f"pretraining step on {device} (busy_fraction = {busy_name})")
     tag = device_tag(device)
     payload = {
@@ -309,7 +320,8 @@ def run(
             "loader_restarts": "times the loader's batch stream was (re)started",
             "loader_batches": "batches of the loader-only measurement",
             "prefetch_factor": "batches each loader worker reads ahead",
-            "warmup_s": "seconds of the warm-up steps (worker start-up included)",
+            "warmup_s": "seconds of the warm-up steps (worker start-up and, compiled, the compilation)",
+            "compile": "train.compile: the encoder compiled with torch.compile (Inductor)",
             "warmup": "untimed steps",
             "compute_steps": "steps of the compute-only measurement",
             "cpu_threads": "torch intra-op threads",

@@ -220,6 +220,14 @@ class Trainer:
             )
         encoder.compile()
 
+    def eager_encoder(self) -> nn.Module | None:
+        """The task's encoder back in eager mode (after training with ``train.compile``): evaluation
+        embeds batches of other shapes, each of which a compiled module would compile again."""
+        encoder = getattr(self.task, "encoder", None)
+        if isinstance(encoder, nn.Module) and getattr(encoder, "_compiled_call_impl", None) is not None:
+            encoder._compiled_call_impl = None  # what nn.Module.compile() set
+        return encoder
+
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (RNG states are saved per rank beside it)."""
