@@ -3,7 +3,9 @@
 :class:`FolderLock` holds an ``flock`` on a lock file that records the holder (pid, host, command,
 time). The kernel releases an ``flock`` when its process ends, however it ends (SIGKILL included), so
 a lock left by a dead process is never "held": the next run takes it at once (stale locks are
-reclaimed by construction, and the file's old content only tells whose it was). A second run that finds
+reclaimed by construction, and the file's old content only tells whose it was). A forked child (a
+reader worker, a DataLoader worker) closes its inherited copy at once, so it never keeps a dead
+parent's lock. A second run that finds
 the lock held fails at once with :class:`LockHeldError`, naming the holder.
 
 Where ``flock`` is not available (some network file systems answer ``ENOLCK``), the lock falls back to
@@ -36,6 +38,24 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+#: Lock file descriptors held by this process; a forked child closes its copies at once (below), so a
+#: worker process (a reader pool, a DataLoader) never keeps its parent's lock alive after the parent dies.
+_HELD_FDS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_HELD_FDS):
+        try:
+            os.close(fd)  # the child's reference only: the parent's flock stays
+        except OSError:
+            pass
+    _HELD_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 class FolderLock:
@@ -122,6 +142,7 @@ class FolderLock:
             os.fsync(fd)
             os.set_inheritable(fd, False)
             self._fd, self._owner = fd, os.getpid()
+            _HELD_FDS.add(fd)
             return self
         raise LockHeldError(f"{self.path}: could not take the lock (it keeps being replaced)")
 
@@ -150,6 +171,7 @@ class FolderLock:
             return
         if self._fd is not None:
             fd, self._fd = self._fd, None
+            _HELD_FDS.discard(fd)
             try:
                 self.path.unlink(missing_ok=True)  # while still locked: nobody can take a stale inode
             finally:
