@@ -241,6 +241,7 @@ def test_attach_events_and_context_before_a_recording(mimic_store: Path, tmp_pat
     store = TimelineStore.open(store_path)
     manifest = json.loads((store_path / "manifest.json").read_text())
     assert manifest["events"]["n_subjects"] == 3
+    assert store.verify() == []  # the attached files are in the manifest's file table
     assert set(EventIndex.open(store_path).subject_ids.tolist()) == {r[1] for r in recs}
     all_events = pl.read_parquet(mimic_store / "events" / "data" / "*.parquet")
     for rid, pid, start in recs:

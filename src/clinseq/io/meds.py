@@ -41,7 +41,8 @@ from clinseq.timeline.events_write import (
     write_events,
     write_subject_splits,
 )
-from clinseq.timeline.writer import StoreWriter
+from clinseq.timeline.lock import FolderLock
+from clinseq.timeline.writer import FILES_KEY, StoreWriter
 
 
 # -- import ---------------------------------------------------------------------------------------------
@@ -301,7 +302,8 @@ def attach_events(
     frames = [_scan_meds_file(f).filter(pl.col("subject_id").is_in(keep.implode())) for f in files]
     breaks = shard_breaks(keep.to_numpy(), subjects_per_shard)
     meta_path = meds_root / "metadata" / "dataset.json"
-    source_meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    source_meta = _read_dataset_json(meta_path) if meta_path.exists() else {}
+    tz_aware = _tz_aware_times(files, meds_root)
     store_splits = patients.select(
         pl.col("patient_id").cast(pl.Int64).alias("subject_id"),
         pl.col("split").replace({v: k for k, v in MEDS_TO_STORE_SPLIT.items()})
@@ -310,6 +312,8 @@ def attach_events(
     ).filter(pl.col("split").is_not_null())
 
     tmp = store_path / f".attach-tmp-{os.getpid()}"
+    # The store is changed in place: hold its lock (a conversion into it, or a second attach, waits out).
+    lock = FolderLock(store_path.parent / f"{store_path.name}.lock", f"store {store_path}").acquire()
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         staged = [
@@ -331,7 +335,11 @@ def attach_events(
             "n_events": summary.n_events,
             "n_subjects": summary.n_subjects,
             "n_shards": summary.n_shards,
+            "tz_aware_times": tz_aware,
         }
+        if FILES_KEY in manifest:  # the new files by size (clinseq verify, open's size checks)
+            for path in sorted(p for p in tmp.rglob("*") if p.is_file() and "_staging" not in p.parts):
+                manifest[FILES_KEY][path.relative_to(tmp).as_posix()] = {"bytes": path.stat().st_size}
         new_manifest = tmp / "manifest.json"
         new_manifest.write_text(json.dumps(manifest, indent=1, default=str))
         os.replace(tmp / EVENTS_DIR, store_path / EVENTS_DIR)
@@ -341,4 +349,5 @@ def attach_events(
         os.replace(new_manifest, manifest_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        lock.release()
     return store_path
