@@ -17,7 +17,7 @@ import pytest
 import wfdb
 
 from clinseq.io import WFDBSource, convert
-from clinseq.io.wfdb_record import wfdb_recordings
+from clinseq.io.wfdb_folder import wfdb_recordings
 from clinseq.timeline import TimelineStore
 from clinseq.timeline.records import GROUP_ID_STRIDE
 

@@ -31,8 +31,8 @@ Typical use (the recipes' evaluate phase)::
                       EvalOptions(fractions=(0.01, 0.1, 1.0), window_s=5.0), out_dir=run_dir / "eval")
 """
 
-from clinseq.eval.code_counts import CodeCountFeatures
-from clinseq.eval.ehr_features import COUNTS_NAME, EventFeatures, PredictionTimeEvents, event_featurizers
+from clinseq.eval.code_counts import COUNTS_NAME, CodeCountFeatures, event_featurizers
+from clinseq.eval.ehr_features import EventFeatures, PredictionTimeEvents
 from clinseq.eval.embeddings import extract_embeddings, window_starts
 from clinseq.eval.features import (
     EncoderFeatures,

@@ -13,21 +13,23 @@ regression with C chosen on the validation subjects — the same probe as the en
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
+from clinseq.data.event_sequences import CodeVocabulary, ValueNormalizer
 from clinseq.errors import ConfigError
-from clinseq.eval.ehr_features import PredictionTimeEvents, check_prediction_time_examples
+from clinseq.eval.ehr_features import EventFeatures, PredictionTimeEvents, check_prediction_time_examples
 
 if TYPE_CHECKING:
     from clinseq.eval.tasks import Examples
     from clinseq.timeline import TimelineStore
 
-__all__ = ["CodeCountFeatures", "code_count_matrix"]
+__all__ = ["COUNTS_NAME", "CodeCountFeatures", "code_count_matrix", "event_featurizers"]
 
 
 def code_count_matrix(events: PredictionTimeEvents) -> sp.csr_matrix:
@@ -97,3 +99,29 @@ class CodeCountFeatures:
         if len(columns) == 0:
             return np.zeros((counts.shape[0], 1), np.float32)
         return np.log1p(counts[:, columns].toarray()).astype(np.float32)
+
+
+#: The row name of the count baseline in EHR tables.
+COUNTS_NAME = "code counts + LR"
+
+
+def event_featurizers(
+    encoders: Mapping[str, torch.nn.Module],
+    vocab: CodeVocabulary,
+    normalizer: ValueNormalizer,
+    max_len: int,
+    *,
+    counts: bool = True,
+    input_window_s: float | None = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+) -> dict[str, object]:
+    """The rows of an EHR table: each encoder's :class:`EventFeatures` and, last (the baseline the others
+    are compared with), :data:`COUNTS_NAME` (:class:`CodeCountFeatures`)."""
+    rows: dict[str, object] = {
+        name: EventFeatures(enc, vocab, normalizer, max_len, input_window_s, batch_size, device)
+        for name, enc in encoders.items()
+    }
+    if counts:
+        rows[COUNTS_NAME] = CodeCountFeatures(input_window_s)
+    return rows

@@ -42,12 +42,10 @@ if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore
 
 __all__ = [
-    "COUNTS_NAME",
     "EventFeatures",
     "PredictionTimeEvents",
     "check_prediction_time_examples",
     "embed_at_prediction_times",
-    "event_featurizers",
     "prediction_times_us",
 ]
 
@@ -214,31 +212,3 @@ class EventFeatures:
             store.event_index, examples.keys, self.vocab, self.normalizer, self.max_len, self.input_window_s
         )
         return embed_at_prediction_times(self.encoder, events, batch_size=self.batch_size, device=self.device)
-
-
-#: The row name of the count baseline in EHR tables.
-COUNTS_NAME = "code counts + LR"
-
-
-def event_featurizers(
-    encoders: Mapping[str, torch.nn.Module],
-    vocab: CodeVocabulary,
-    normalizer: ValueNormalizer,
-    max_len: int,
-    *,
-    counts: bool = True,
-    input_window_s: float | None = None,
-    batch_size: int = 64,
-    device: str | torch.device | None = None,
-) -> dict[str, object]:
-    """The rows of an EHR table: each encoder's :class:`EventFeatures` and, last (the baseline the others
-    are compared with), :data:`COUNTS_NAME` (:class:`~clinseq.eval.code_counts.CodeCountFeatures`)."""
-    from clinseq.eval.code_counts import CodeCountFeatures
-
-    rows: dict[str, object] = {
-        name: EventFeatures(enc, vocab, normalizer, max_len, input_window_s, batch_size, device)
-        for name, enc in encoders.items()
-    }
-    if counts:
-        rows[COUNTS_NAME] = CodeCountFeatures(input_window_s)
-    return rows

@@ -36,8 +36,12 @@ PTBXL_RATES_HZ = {100: "filename_lr", 500: "filename_hr"}
 LABEL_SETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 
 
-def ptbxl_split(strat_fold: int) -> str:
-    """The recommended split of a ``strat_fold``: 1–8 train, 9 val, 10 test."""
+def split_of_fold(strat_fold: int) -> str:
+    """The recommended split name of one ``strat_fold``: 1–8 "train", 9 "val", 10 "test".
+
+    (The store's ``patients.split`` column; :func:`clinseq.data.splits.ptbxl_split` gives the patient ids
+    of each split of a store.)
+    """
     if not 1 <= strat_fold <= 10:
         raise ValueError(f"strat_fold must be in 1..10, got {strat_fold}")
     return "test" if strat_fold == 10 else "val" if strat_fold == 9 else "train"
@@ -210,7 +214,7 @@ class PTBXLSource:
                 pl.len().alias("n_recordings"),
             )
             .with_columns(
-                pl.col("strat_fold").map_elements(ptbxl_split, return_dtype=pl.String).alias("split")
+                pl.col("strat_fold").map_elements(split_of_fold, return_dtype=pl.String).alias("split")
             )
             .select("patient_id", "split", "strat_fold", "sex", "age_at_first_ecg", "n_recordings")
             .sort("patient_id")

@@ -41,7 +41,7 @@ from clinseq.timeline.records import spool_samples
 
 @dataclass
 class SegmentedHeader:
-    """What :func:`~clinseq.io.wfdb_record.wfdb_recordings` needs of a multi-segment record."""
+    """What :func:`~clinseq.io.wfdb_folder.wfdb_recordings` needs of a multi-segment record."""
 
     sig_name: list[str | None]
     units: list[str | None]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +18,7 @@ import numpy as np
 import wfdb
 
 from clinseq.errors import SourceError
-from clinseq.io.wfdb_annotations import read_annotations
-from clinseq.timeline.records import Recording, rate_group_id
+from clinseq.timeline.records import Recording
 
 # Bytes per sample of each WFDB storage format (format 212 packs two 12-bit samples in 3 bytes...).
 BYTES_PER_SAMPLE = {8: 1, 16: 2, 61: 2, 80: 1, 160: 2, 212: 1.5, 310: 4 / 3, 311: 4 / 3, 24: 3, 32: 4}
@@ -361,79 +359,6 @@ def channel_names(names: list[str | None]) -> list[str]:
         text = f"signal_{i}" if name is None or not str(name).strip() else str(name).strip()
         counts[text] = counts.get(text, 0) + 1
         out.append(text if counts[text] == 1 else f"{text}#{counts[text]}")
-    return out
-
-
-def wfdb_recordings(
-    record_path: Path,
-    *,
-    recording_id: int,
-    patient_id: int,
-    source: str,
-    modality: str = "ecg",
-    start_time: datetime | None = None,
-    attributes: dict | None = None,
-    annotators: Sequence[str] | None = None,
-) -> list[Recording]:
-    """Read a WFDB record (single- or multi-segment) into one :class:`Recording` per sampling rate.
-
-    A record whose signals all have one sample per frame gives one recording with id
-    ``recording_id``. A multi-frequency record gives one recording per number of samples per frame
-    (rate ``fs × samples per frame``), the first (the group of the header's first signal) with id
-    ``recording_id`` and group ``g`` with :func:`~clinseq.timeline.records.rate_group_id`; every one carries
-    ``session_id = recording_id`` and ``rate_group = g`` in its attributes.
-
-    Annotation files (``annotators``: extensions; None finds them, see
-    :mod:`clinseq.io.wfdb_annotations`) become the events of the first recording; every recording
-    lists the annotators read (``annotators``) and the files that could not be read
-    (``unread_annotation_files``).
-    """
-    hea = record_path.with_suffix(".hea")
-    if is_multisegment(hea):
-        from clinseq.io.wfdb_multisegment import read_multisegment
-
-        record, groups = read_multisegment(record_path)
-    else:
-        record, groups = read_groups(record_path)
-    gain_all = [float(g) for g in record.adc_gain]
-    if any(g == 0 for g in gain_all):
-        raise SourceError(hea, "a signal has ADC gain 0 (uncalibrated)")
-    signal_files = list(getattr(record, "file_name", None) or [])
-    events, read, unread = read_annotations(record_path, float(record.fs), signal_files, annotators)
-    attributes = {**(attributes or {}), "annotators": read, "unread_annotation_files": unread}
-    names_all = channel_names(list(record.sig_name))
-    units_all = [normalize_unit(u) for u in record.units]
-    out = []
-    for g, group in enumerate(groups):
-        samples = group.samples
-        chans = group.channels
-        invalid = getattr(group, "adc_invalid", None)
-        if invalid is None:
-            sentinels = [INVALID_ADC.get(int(record.fmt[c])) for c in chans]
-            invalid = [
-                s if s is not None and bool((samples[row] == s).any()) else None
-                for row, s in enumerate(sentinels)
-            ]
-        gains = getattr(group, "gain", None) or [gain_all[c] for c in chans]
-        baselines = getattr(group, "baseline", None) or [float(record.baseline[c]) for c in chans]
-        out.append(
-            Recording(
-                recording_id=rate_group_id(recording_id, g, hea),
-                patient_id=patient_id,
-                start_time=start_time if start_time is not None else record_start_time(record),
-                modality=modality,
-                sampling_rate_hz=float(record.fs) * group.samples_per_frame,
-                samples=samples,
-                channel_names=[names_all[c] for c in chans],
-                units=[units_all[c] for c in chans],
-                gain=gains,
-                baseline=baselines,
-                source=source,
-                attributes={**attributes, "session_id": int(recording_id), "rate_group": g},
-                adc_invalid=invalid,
-                events=events if g == 0 else [],
-            )
-        )
     return out
 
 
