@@ -107,3 +107,12 @@ def mini_ptbxl(ptbxl_root: Path, tmp_path: Path) -> Path:
     """A fresh copy of 6 real PTB-XL records (100 Hz) with their database rows, in a temporary folder."""
     copy_mini_ptbxl(ptbxl_root, tmp_path / "ptbxl", 6)
     return tmp_path / "ptbxl"
+
+
+@pytest.fixture(scope="session")
+def mimic_demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MIMIC-IV demo converted to events, as the MIMIC-IV recipe converts it."""
+    from clinseq.io.mimic_iv import convert_mimic_iv
+
+    out = tmp_path_factory.mktemp("stores") / "mimic_iv_demo"
+    return convert_mimic_iv(real_data("mimic_iv_demo"), out, progress=False)

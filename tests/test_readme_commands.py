@@ -24,3 +24,14 @@ def test_both_quickstart_commands_install_torch_first() -> None:
     for marker in ("# 1. install and run the main job", "# 2. install the test extras"):
         command = _command_after(marker)
         assert command.index("pip install torch==") < command.index("pip install -e"), command
+
+
+def test_the_layout_section_names_every_package_and_top_level_module() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout") :]
+    layout = layout[: layout.index("\n## ")]
+    package = ROOT / "src" / "clinseq"
+    names = [f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()]
+    names += [p.name for p in package.glob("*.py") if p.name != "__init__.py"]
+    missing = [n for n in sorted(names) if n not in layout]
+    assert not missing, f"README.md's Layout section does not mention {missing}"

@@ -28,15 +28,3 @@ def eegmat_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = _real("eeg/eegmat", "EEGMAT is open on PhysioNet: https://physionet.org/content/eegmat/1.0.0/")
     out = tmp_path_factory.mktemp("stores") / "eegmat128"
     return convert(EEGSource(root, resample_hz=128), out, workers=2, progress=False)
-
-
-@pytest.fixture(scope="session")
-def mimic_demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real MIMIC-IV demo converted to events, as the MIMIC-IV recipe converts it."""
-    from clinseq.io.mimic_iv import convert_mimic_iv
-
-    root = _real(
-        "mimic_iv_demo", "the MIMIC-IV demo is open: https://physionet.org/content/mimic-iv-demo/2.2/"
-    )
-    out = tmp_path_factory.mktemp("stores") / "mimic_iv_demo"
-    return convert_mimic_iv(root, out, progress=False)

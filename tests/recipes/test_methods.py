@@ -1,21 +1,19 @@
-"""Method glue that the smoke runs do not pin down: EHR pairs, ECG ↔ EHR, the PMQ momentum update, CLOCS.
+"""Method glue that the smoke runs do not pin down: EHR crops per epoch, ECG ↔ EHR, the PMQ momentum update,
+CLOCS.
 
 The ECG ↔ EHR recipe needs MIMIC-IV-ECG waveforms with MIMIC-IV events of the same subjects, which the
-shared data does not have: what can be checked without inventing pairs is checked here — the EHR-context
-encoding against ``EventSequenceDataset`` on real MIMIC-IV demo events, the clear error on a store without
-events, and the method's forward/backward on synthetic tensors (no loader involved).
+shared data does not have: what can be checked without inventing pairs is checked here — the clear error
+on a store without events, and the method's forward/backward on synthetic tensors (no loader involved);
+the EHR-context encoding is checked in tests/data/test_event_pairs.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from clinseq.data.event_pairs import PatientEventPairs
-from clinseq.data.event_sequences import EventSequenceDataset, encode_events
 from clinseq.errors import ConfigError
 from clinseq.models import PerLeadEncoder
 from clinseq.objectives import CLOCS, CrossModalCLIP
@@ -24,36 +22,6 @@ from clinseq.train import build_data, load_config
 from clinseq.train.methods import CLOCSMethod, ECGEHRMethod
 
 from .conftest import RECIPES
-
-
-def test_patient_event_pairs_give_two_windows_of_each_patient(mimic_demo_store: Path) -> None:
-    store = TimelineStore.open(mimic_demo_store)
-    patients = store.event_index.subject_ids[:12]
-    pairs = PatientEventPairs.fit(store, patients, max_len=32, seed=0)
-    batch = pairs.__getitems__([(i, -1) for i in range(6)])
-    assert batch["codes"].shape == (12, 32)
-    assert torch.equal(batch["patient_id"][:6], batch["patient_id"][6:])
-    long = [i for i in range(6) if int(batch["padding_mask"][i].sum()) == 32]
-    differ = [i for i in long if not torch.equal(batch["codes"][i], batch["codes"][i + 6])]
-    assert long and differ  # patients with more than 32 events get two different crops
-
-
-def test_ehr_context_encoding_matches_the_event_sequence_dataset(mimic_demo_store: Path) -> None:
-    store = TimelineStore.open(mimic_demo_store)
-    pid = int(store.event_index.subject_ids[3])
-    pairs = PatientEventPairs.fit(store, [pid], max_len=64)
-    events = store.patient(pid).events()
-    assert events.height > 64
-    # The dataset's second non-overlapping window (events 64..127) against our encoding of those events.
-    ds = EventSequenceDataset(store.event_index, [pid], pairs.vocab, pairs.normalizer, max_len=64)
-    item = ds[1]
-    ours = encode_events(events.slice(64, 64), pairs.vocab, pairs.normalizer, 64)
-    for key in ("codes", "time_delta_s", "values", "value_mask", "padding_mask"):
-        np.testing.assert_array_equal(ours[key], item[key], err_msg=key)
-    assert (ours["window_start_us"], ours["window_end_us"]) == (
-        item["window_start_us"],
-        item["window_end_us"],
-    )
 
 
 def test_event_crops_follow_the_epoch_in_persistent_workers(mimic_demo_store: Path) -> None:
@@ -171,3 +139,13 @@ def test_pmq_key_encoder_follows_the_online_branch_by_ema(ptbxl_store, tmp_path:
     for name, p in method.key_encoder.target.named_parameters():
         torch.testing.assert_close(p, 0.9 * key_before[name] + 0.1 * online[name].detach())
     assert len(method.objective.queue) == 8  # the batch's keys were queued with their patient ids
+
+
+def test_each_method_builds_a_registered_objective_and_names_registered_samplers() -> None:
+    from clinseq.data.registry import SAMPLERS
+    from clinseq.objectives.registry import OBJECTIVES
+    from clinseq.train.methods import METHODS
+
+    for name, method in METHODS.items():
+        assert method.objective_class in OBJECTIVES.values(), name
+        assert set(method.samplers) <= set(SAMPLERS), name

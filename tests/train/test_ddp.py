@@ -80,5 +80,5 @@ def test_two_gloo_ranks_equal_one_process(ptbxl_store, tmp_path: Path) -> None:
     assert ddp[0]["samples_per_s"] > 0
     w1, w2 = load_checkpoint(tmp_path / "single")[0], load_checkpoint(tmp_path / "ddp")[0]
     assert w2["world_size"] == 2 and w1["world_size"] == 1
-    for name, value in w1["task"].items():
-        torch.testing.assert_close(w2["task"][name], value, rtol=1e-4, atol=1e-5, msg=name)
+    for name, value in w1["method"].items():
+        torch.testing.assert_close(w2["method"][name], value, rtol=1e-4, atol=1e-5, msg=name)

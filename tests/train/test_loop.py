@@ -40,7 +40,7 @@ def test_logged_gradient_norm_is_the_norm_before_clipping(ptbxl_store, recipe_mo
     recipe.setup()
     trainer = recipe.trainer
     batch = next(iter(trainer.data.iterate(0)))
-    reference = copy.deepcopy(trainer.task)
+    reference = copy.deepcopy(trainer.method)
     torch.manual_seed(0)
     out = reference(move_to_device(batch, trainer.device), generator=trainer.generator(0))
     out.loss.backward()
@@ -48,12 +48,12 @@ def test_logged_gradient_norm_is_the_norm_before_clipping(ptbxl_store, recipe_mo
         torch.stack([p.grad.norm() for p in reference.parameters() if p.grad is not None])
     )
     torch.manual_seed(0)  # the same dropout masks
-    before = {n: p.detach().clone() for n, p in trainer.task.named_parameters()}
+    before = {n: p.detach().clone() for n, p in trainer.method.named_parameters()}
     loss, _, grad_norm = trainer.train_step(batch)
     torch.testing.assert_close(loss, out.loss.detach())
     torch.testing.assert_close(grad_norm, expected)
     assert grad_norm > 1e-3  # so the clip was active, and the step still moved the weights
-    assert any(not torch.equal(before[n], p) for n, p in trainer.task.named_parameters())
+    assert any(not torch.equal(before[n], p) for n, p in trainer.method.named_parameters())
 
 
 @pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("fp16", torch.float16)])
@@ -66,7 +66,7 @@ def test_autocast_runs_the_encoder_in_low_precision(
     recipe = recipe_module.PretrainRecipe(config)
     recipe.setup()
     seen = []
-    recipe.trainer.task.encoder.stem.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    recipe.trainer.method.encoder.stem.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     recipe.trainer.fit()
     assert seen and set(seen) == {dtype}
     assert recipe.trainer.scaler.is_enabled() == (precision == "fp16")
@@ -85,15 +85,15 @@ def test_a_nan_loss_stops_training_with_advice(ptbxl_store, recipe_module, tmp_p
         tiny_config(ptbxl_store.path, tmp_path / "run", ["train.max_steps=3"])
     )
     recipe.setup()
-    task = recipe.trainer.task
-    forward = task.forward
+    method = recipe.trainer.method
+    forward = method.forward
 
     def nan_at_step_2(batch, generator=None):
         out = forward(batch, generator)
         bad = recipe.trainer.step == 1
         return LossOutput(out.loss * (float("nan") if bad else 1.0), out.metrics)
 
-    task.forward = nan_at_step_2
+    method.forward = nan_at_step_2
     with pytest.raises(TrainingError, match=r"the loss is nan at step 2; lower optim\.lr"):
         recipe.trainer.fit()
 

@@ -22,7 +22,7 @@ from .conftest import tiny_config
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     from clinseq.train import load_checkpoint
 
-    return load_checkpoint(run_dir)[0]["task"]
+    return load_checkpoint(run_dir)[0]["method"]
 
 
 def test_stop_at_k_and_resume_equals_uninterrupted(ptbxl_store, recipe_module, tmp_path: Path) -> None:

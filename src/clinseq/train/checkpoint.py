@@ -3,7 +3,7 @@
 Layout of a run folder::
 
     RUN_DIR/checkpoints/step-00000500/
-        state.pt          task (encoder, heads, objective buffers such as queues, momentum encoder),
+        state.pt          method (encoder, heads, objective buffers such as queues, momentum encoder),
                           optimizer, scheduler, grad scaler, step, epoch, batches done in the epoch,
                           sampler state, the resolved config
         rng-rank0.pt      python / numpy / torch (CPU and CUDA) RNG states of rank 0

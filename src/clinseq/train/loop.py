@@ -4,7 +4,7 @@ A *method* (:mod:`clinseq.train.methods`) is an ``nn.Module`` whose ``forward(ba
 ``LossOutput(loss, metrics)``; it owns the encoder, heads and objective. :class:`Trainer` runs it:
 
 per step   batch → device (non-blocking) → autocast forward → (scaled) backward → unscale → clip the
-           global gradient norm → optimizer step → scheduler step → ``task.on_after_step()`` (momentum
+           global gradient norm → optimizer step → scheduler step → ``method.on_after_step()`` (momentum
            encoders, EMA) → metrics accumulated as tensors
 every ``log_every`` steps   one host synchronisation: the accumulated metrics are averaged over the
            interval and over ranks and written as one JSON line to ``metrics.jsonl`` (rank 0), and the
@@ -22,7 +22,7 @@ the *consumed* count, rather than the sampler's own position, is what keeps resu
 ``DataLoader`` workers, which pull batches ahead of the loop (into the next epochs, too). A run stopped
 at step k and resumed therefore gives the same losses as the uninterrupted run (bit-exactly on the CPU).
 
-Host synchronisations: none per step in fp32/bf16 except what the task itself does; fp16 adds the
+Host synchronisations: none per step in fp32/bf16 except what the method itself does; fp16 adds the
 ``GradScaler``'s inf check (one per step, inherent to loss scaling).
 """
 
@@ -138,17 +138,18 @@ class TrainResult:
 
 
 class Trainer:
-    """Runs a task for ``train.max_steps`` optimizer steps (see the module docstring).
+    """Runs a method for ``train.max_steps`` optimizer steps (see the module docstring).
 
     Args:
-        task: the module to train; ``task(batch, generator=g) -> LossOutput``. It may define
-            ``on_after_step()`` (called after every optimizer step, e.g. a momentum update).
+        method: the module to train (a :class:`~clinseq.train.methods.Method`);
+            ``method(batch, generator=g) -> LossOutput``. It may define ``on_after_step()`` (called after
+            every optimizer step, e.g. a momentum update).
         data: a :class:`BatchSource` (e.g. :class:`~clinseq.data.epoch_loader.EpochLoader`).
         train: loop settings (steps, precision, clipping, logging, checkpoints).
         optim: AdamW and schedule settings.
         run_dir: the run folder (``metrics.jsonl`` and ``checkpoints/`` go there).
         ctx: distributed context (:func:`clinseq.train.distributed.init_distributed`).
-        seed: seeds the per-step generators handed to the task.
+        seed: seeds the per-step generators handed to the method.
         config: the resolved config as a dict, stored in checkpoints.
         loggers: where metric lines go (:func:`clinseq.train.loggers.build_loggers`); default
             ``metrics.jsonl`` in the run folder on rank 0. The trainer does not close them.
@@ -156,7 +157,7 @@ class Trainer:
 
     def __init__(
         self,
-        task: nn.Module,
+        method: nn.Module,
         data: BatchSource,
         train: TrainConfig,
         optim: OptimConfig,
@@ -169,7 +170,7 @@ class Trainer:
     ) -> None:
         self.ctx = ctx or DistContext()
         self.device = self.ctx.device
-        self.task = task.to(self.device)
+        self.method = method.to(self.device)
         self.data, self.train_cfg, self.optim_cfg = data, train, optim
         self.run_dir = Path(run_dir)
         self.seed = int(seed)
@@ -183,22 +184,22 @@ class Trainer:
         if train.compile:
             self._compile_encoder()
         self.autocast_dtype, use_scaler = resolve_precision(train.precision, self.device)
-        self.model: nn.Module = self.task
+        self.model: nn.Module = self.method
         if self.ctx.distributed:
             self.model = DistributedDataParallel(
-                self.task,
+                self.method,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=train.find_unused_parameters,
                 # Buffers (BatchNorm statistics, queues) are kept per rank and checkpointed from rank 0;
                 # broadcasting them every forward would overwrite queue updates in flight.
                 broadcast_buffers=False,
             )
-        self.optimizer = build_optimizer(self.task, optim.lr, optim.weight_decay, optim.betas, optim.eps)
+        self.optimizer = build_optimizer(self.method, optim.lr, optim.weight_decay, optim.betas, optim.eps)
         self.scheduler = warmup_cosine(
             self.optimizer, optim.warmup_steps, train.max_steps, optim.min_lr_ratio
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self._params = [p for p in self.task.parameters() if p.requires_grad]
+        self._params = [p for p in self.method.parameters() if p.requires_grad]
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -232,7 +233,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly (RNG states are saved per rank beside it)."""
         state = {
-            "task": self.task.state_dict(),
+            "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -266,7 +267,7 @@ class Trainer:
                 f"{self.ctx.world_size}; resume with the same number of processes (the per-rank samplers "
                 "and RNG states depend on it)"
             )
-        self.task.load_state_dict(state["task"])
+        self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -317,7 +318,7 @@ class Trainer:
             # advances (the usual practice), which torch would warn about.
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
             self.scheduler.step()
-        after = getattr(self.task, "on_after_step", None)
+        after = getattr(self.method, "on_after_step", None)
         if after is not None:
             after()
         return loss.detach(), out.metrics, grad_norm.detach()
@@ -381,7 +382,7 @@ class Trainer:
                 "never share one metrics.jsonl; resume the earlier run from its checkpoint, or give this "
                 "one another run folder"
             )
-        self.task.train()
+        self.method.train()
         bar = None
         if cfg.progress and self.ctx.is_main:
             from tqdm.auto import tqdm

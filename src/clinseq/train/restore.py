@@ -98,7 +98,7 @@ def load_run(run_dir: str | Path, store: str | Path | None = None) -> SavedRun:
         data.loader.close()
     initial = copy.deepcopy(method.encoder)
     state, _ = load_checkpoint(checkpoint)
-    method.load_state_dict(state["task"])
+    method.load_state_dict(state["method"])
     encoders = {"pretrained": method.encoder.eval(), "random init": initial.eval()}
     rows = eval_featurizers(config, data.dataset, encoders)
     return SavedRun(run_dir, config, opened, encoders, int(state.get("step", 0)), rows)
