@@ -211,20 +211,20 @@ class Trainer:
         self._lr = optim.lr
 
     def _compile_encoder(self) -> None:
-        """``train.compile``: the task's encoder compiled in place (``nn.Module.compile``, TorchDynamo +
+        """``train.compile``: the method's encoder compiled in place (``nn.Module.compile``, TorchDynamo +
         Inductor). Its parameters and ``state_dict`` keys stay as they are, so checkpoints, resume and the
         exported encoder are the same as in eager mode."""
-        encoder = getattr(self.task, "encoder", None)
+        encoder = getattr(self.method, "encoder", None)
         if not isinstance(encoder, nn.Module):
             raise ConfigError(
-                f"train.compile: the method {type(self.task).__name__} has no .encoder module to compile"
+                f"train.compile: the method {type(self.method).__name__} has no .encoder module to compile"
             )
         encoder.compile()
 
     def eager_encoder(self) -> nn.Module | None:
-        """The task's encoder back in eager mode (after training with ``train.compile``): evaluation
+        """The method's encoder back in eager mode (after training with ``train.compile``): evaluation
         embeds batches of other shapes, each of which a compiled module would compile again."""
-        encoder = getattr(self.task, "encoder", None)
+        encoder = getattr(self.method, "encoder", None)
         if isinstance(encoder, nn.Module) and getattr(encoder, "_compiled_call_impl", None) is not None:
             encoder._compiled_call_impl = None  # what nn.Module.compile() set
         return encoder
