@@ -4,14 +4,17 @@ Johnson et al., "MIMIC-IV, a freely accessible electronic health record dataset"
 How each table becomes MEDS events (codes as the MEDS MIMIC-IV ETL writes them) is the
 :data:`~clinseq.io.mimic_iv_tables.TABLES` spec; this module is the pipeline that applies it.
 
-Pipeline (plan → stage → write), with polars streaming scans so that memory is bounded by a batch and a
-few shards rather than the dataset (labevents ≈ 120 M rows, chartevents ≈ 330 M):
+Pipeline (plan → stage → write), reading every table block by block so that memory is bounded by a
+batch and a few shards rather than the dataset (labevents ≈ 120 M rows, chartevents ≈ 330 M): peak
+memory is set by ``max_memory`` through :func:`clinseq.io.memory.memory_budget` (its docstring gives the
+formula), not by the number of rows or subjects.
 
 1. **plan** (:func:`_plan`): check the arguments, find the tables, plan shards (subject-id ranges) from
    ``patients``;
 2. **stage** (:class:`_TableStager`): admissions first, and the two lookups other tables need from it
    (each admission's ``dischtime``, each subject's first ``deathtime``); then per table, one streaming
-   pass over the CSV (gzip decompressed as it streams, only the needed columns parsed): each batch of
+   pass over the CSV (:class:`~clinseq.io.csv_chunks.CsvChunks`: gzip inflated in a thread ahead of
+   the parse, blocks of ``chunk_bytes`` of text, only the needed columns parsed): each block of
    typed rows gives every event kind of the table, staged sorted by shard
    (:class:`~clinseq.timeline.events_write.EventStager`), and the row counts, events per kind and
    unparsable rows are counted from the same batches. Tables run in parallel (``workers`` threads,
@@ -48,7 +51,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +60,11 @@ from typing import Any, Literal
 import polars as pl
 
 from clinseq.errors import ConfigError, SourceError
+from clinseq.io.csv_chunks import DEFAULT_CHUNK_BYTES, CsvChunks
+from clinseq.io.memory import MemoryBudget, freed_memory_returned, memory_budget
 from clinseq.io.mimic_iv_tables import DICTIONARIES, TABLES, TableSpec, describe_codes, find_table
 from clinseq.timeline.events_write import (
     DEFAULT_SUBJECTS_PER_SHARD,
-    STAGE_BATCH_ROWS,
     EventsSummary,
     EventStager,
     StagedEvents,
@@ -119,23 +123,27 @@ def _bad_row(parsed: dict[str, pl.Expr]) -> pl.Expr:
     return bad
 
 
-def _scan(path: Path, spec: TableSpec, row_index: bool = False) -> pl.LazyFrame:
-    """The CSV with every column as text (the needed ones only), after checking its header."""
-    try:
-        lf = pl.scan_csv(
-            path, infer_schema=False, raise_if_empty=True, row_index_name=_ROW if row_index else None
-        )
-        header = lf.collect_schema().names()
-    except (OSError, pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
-        raise SourceError(path, f"not a readable CSV file ({type(exc).__name__}: {exc})") from exc
-    missing = [c for c in spec.required if c not in header]
-    if missing:
-        raise SourceError(
-            path,
-            f"missing required column(s) {missing}; found {[c for c in header if c != _ROW]}: is this "
-            f"the MIMIC-IV table {path.name.split('.')[0]} as published?",
-        )
-    return lf.select(([_ROW] if row_index else []) + list(spec.required))
+def _text_frames(path: Path, spec: TableSpec, chunk_bytes: int) -> Iterator[pl.DataFrame]:
+    """The table's needed columns as text, block by block (:class:`~clinseq.io.csv_chunks.CsvChunks`:
+    inflated in a thread ahead of the parse, about ``chunk_bytes`` of text per frame), after checking
+    its header."""
+    with CsvChunks(path, chunk_bytes) as chunks:
+        missing = [c for c in spec.required if c not in chunks.header]
+        if missing:
+            raise SourceError(
+                path,
+                f"missing required column(s) {missing}; found {chunks.header}: is this "
+                f"the MIMIC-IV table {path.name.split('.')[0]} as published?",
+            )
+        yield from chunks.frames(spec.required)
+
+
+def _read_text(path: Path, spec: TableSpec, chunk_bytes: int, parse: dict[str, pl.Expr]) -> pl.DataFrame:
+    """A small table (admissions, patients) read whole: its needed columns parsed (``parse``)."""
+    frames = [t.select(**parse) for t in _text_frames(path, spec, chunk_bytes)]
+    if not frames:
+        return pl.DataFrame(schema={c: pl.String for c in spec.required}).select(**parse)
+    return pl.concat(frames)
 
 
 def _typed(
@@ -162,12 +170,11 @@ def _unparsable(batch: pl.DataFrame, spec: TableSpec) -> int:
     return n
 
 
-def _first_bad_row(path: Path, spec: TableSpec, tolerant: bool) -> SourceError | None:
+def _first_bad_row(path: Path, spec: TableSpec, tolerant: bool, chunk_bytes: int) -> SourceError | None:
     """The first row with an unparsable column, as the SourceError to raise (None if every row parses).
 
-    A second read of the file, done only once a bad row is known to exist.
+    A second read of the file (block by block, as the first), done only once a bad row is known to exist.
     """
-    lf = _scan(path, spec, row_index=True)
     parsed = _parsers(spec, tolerant)
     column = pl.lit(None, pl.String)
     for c in reversed(list(parsed)):
@@ -175,8 +182,20 @@ def _first_bad_row(path: Path, spec: TableSpec, tolerant: bool) -> SourceError |
         if c == "subject_id":
             failed = failed | pl.col(c).is_null()
         column = pl.when(failed).then(pl.lit(c)).otherwise(column)
-    bad = lf.filter(_bad_row(parsed)).with_columns(column.alias("_column")).sort(_ROW).head(1).collect()
-    if bad.height == 0:
+    offset = 0
+    bad = None
+    for text in _text_frames(path, spec, chunk_bytes):
+        found = (
+            text.with_row_index(_ROW, offset)
+            .filter(_bad_row(parsed))
+            .with_columns(column.alias("_column"))
+            .head(1)
+        )
+        offset += text.height
+        if found.height:
+            bad = found
+            break
+    if bad is None:
         return None
     row, name = bad[_ROW][0], bad["_column"][0]
     value = bad[name][0]
@@ -212,6 +231,7 @@ def _stage_table(
     breaks: list[int],
     lookups: dict[str, pl.DataFrame],
     src: Path,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> _Staged:
     """One streaming pass over the CSV: its events staged for the shard sort (``staging/{table}.arrow``)
     and, from the same batches, the rows, events per kind and unparsable rows counted.
@@ -228,11 +248,12 @@ def _stage_table(
         for name, key in as_text.items()
     ]
     for tolerant in (False, True):
-        typed = _typed(_scan(path, spec), spec, tolerant, lookups)
         stager = EventStager(target, breaks)
         source_rows, totals = 0, dict.fromkeys([_BAD, *spec.events, *as_text.values()], 0)
         try:
-            for batch in typed.collect_batches(chunk_size=STAGE_BATCH_ROWS):
+            for text in _text_frames(path, spec, chunk_bytes):
+                batch = _typed(text.lazy(), spec, tolerant, lookups).collect()
+                del text
                 source_rows += batch.height
                 totals[_BAD] += _unparsable(batch, spec)
                 if totals[_BAD]:
@@ -250,7 +271,7 @@ def _stage_table(
             stager.finish()
             break
         stager.abort()
-        error = _first_bad_row(path, spec, tolerant=True)
+        error = _first_bad_row(path, spec, tolerant=True, chunk_bytes=chunk_bytes)
         if error is not None:
             raise error
         if tolerant:  # the two passes disagree: never seen, but never stage a table with bad rows
@@ -301,7 +322,7 @@ def _committed(table: str, inputs: list[Path | None], staging: Path) -> _Staged 
 
 
 # -- admissions lookups, patients, dictionaries -------------------------------------------------------
-def _lookups(path: Path | None) -> dict[str, pl.DataFrame]:
+def _lookups(path: Path | None, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> dict[str, pl.DataFrame]:
     """``dischtime`` per ``hadm_id`` and first ``deathtime`` per ``subject_id`` from admissions.
 
     Unparsable rows read as null here; the admissions table itself reports them when it is staged.
@@ -313,28 +334,34 @@ def _lookups(path: Path | None) -> dict[str, pl.DataFrame]:
     if path is None:
         return empty
     spec = TABLES["admissions"]
-    typed = _scan(path, spec).select(**_parsers(spec, False))
-    discharge = typed.select("hadm_id", "dischtime").drop_nulls("hadm_id").unique("hadm_id", keep="first")
-    death = (
+    parse = _parsers(spec, False)
+    try:
+        typed = _read_text(
+            path,
+            spec,
+            chunk_bytes,
+            {c: parse[c] for c in ("subject_id", "hadm_id", "dischtime", "deathtime")},
+        )
+    except (OSError, pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+        raise SourceError(path, f"not a readable CSV file ({type(exc).__name__}: {exc})") from exc
+    dischtime = typed.select("hadm_id", "dischtime").drop_nulls("hadm_id").unique("hadm_id", keep="first")
+    deathtime = (
         typed.select("subject_id", "deathtime")
         .drop_nulls()
         .group_by("subject_id")
         .agg(pl.col("deathtime").min())
     )
-    try:
-        dischtime, deathtime = pl.collect_all([discharge, death])
-    except (OSError, pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
-        raise SourceError(path, f"not a readable CSV file ({type(exc).__name__}: {exc})") from exc
     return {"dischtime": dischtime.sort("hadm_id"), "deathtime": deathtime.sort("subject_id")}
 
 
-def _patients(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
+def _patients(path: Path, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[pl.DataFrame, dict[str, Any]]:
     """The patients table's static columns (``patients.parquet``; unparsable values read as null), one
     row per subject, and what was done to duplicated rows (values policy): the first row of a subject
     is kept; exact repeats are counted, subjects whose rows disagree are listed."""
     spec = TABLES["patients"]
+    parse = _parsers(spec, False)
     try:
-        frame = _scan(path, spec).with_columns(**_parsers(spec, False)).collect()
+        frame = _read_text(path, spec, chunk_bytes, {c: parse.get(c, pl.col(c)) for c in spec.required})
     except (OSError, pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
         raise SourceError(path, f"not a readable CSV file ({type(exc).__name__}: {exc})") from exc
     frame = frame.drop_nulls("subject_id").select(
@@ -381,6 +408,7 @@ def convert_mimic_iv(
     progress: bool = True,
     subjects_per_shard: int = DEFAULT_SUBJECTS_PER_SHARD,
     workers: int | None = None,
+    max_memory: int | str | None = None,
 ) -> Path:
     """Convert MIMIC-IV ``src`` (with ``hosp/`` and ``icu/``) into a new events store at ``out``.
 
@@ -403,6 +431,10 @@ def convert_mimic_iv(
             :func:`~clinseq.timeline.events_write.write_events`).
         workers: threads converting tables (then sorting shards) in parallel; default the CPU count,
             at most 4.
+        max_memory: the peak resident memory to aim at, in bytes or as text (``"2G"``, ``"800M"``);
+            default 1 GiB. It sets the text block size and the events sorted at once
+            (:func:`clinseq.io.memory.memory_budget`, whose docstring gives the formula); it does not
+            depend on the size of the input. ConfigError when it is below the minimum for ``workers``.
 
     Returns:
         the store path. Its manifest's ``events.tables`` gives, per table, the source file, its rows and,
@@ -410,7 +442,7 @@ def convert_mimic_iv(
         ``events.timings_s`` where the time went.
     """
     t_start = time.perf_counter()
-    plan = _plan(Path(src), tables, on_error, subjects_per_shard, workers)
+    plan = _plan(Path(src), tables, on_error, subjects_per_shard, workers, max_memory)
     missing = [f"{TABLES[t].folder}/{t}.csv[.gz]" for t in plan.wanted if plan.paths[t] is None]
     if not plan.present:
         hint = (
@@ -433,7 +465,8 @@ def convert_mimic_iv(
     identity = {"converter": "mimic-iv", **plan.staging_key()}
     writer = StoreWriter(out, dataset="mimic-iv", source=plan.src, resume=True, identity=identity)
     try:
-        return _convert(plan, writer, report, progress, t_start)
+        with freed_memory_returned():  # the resident set follows the live batches
+            return _convert(plan, writer, report, progress, t_start)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
             raise disk_error(exc, writer.tmp_path, writer.path) from exc
@@ -511,6 +544,7 @@ class _Plan:
     on_error: OnError
     n_workers: int
     patients_report: dict[str, Any]  # duplicated rows of the patients table (values policy)
+    memory: MemoryBudget  # block size and events in flight under the memory limit
 
     @property
     def present(self) -> list[str]:
@@ -528,7 +562,12 @@ class _Plan:
 
 
 def _plan(
-    src: Path, tables: Sequence[str] | None, on_error: OnError, subjects_per_shard: int, workers: int | None
+    src: Path,
+    tables: Sequence[str] | None,
+    on_error: OnError,
+    subjects_per_shard: int,
+    workers: int | None,
+    max_memory: int | str | None = None,
 ) -> _Plan:
     """Check the arguments, find the tables and plan the shards (subject-id ranges) from patients."""
     if on_error not in ("raise", "skip"):
@@ -542,6 +581,7 @@ def _plan(
     if unknown:
         raise ConfigError(f"unknown MIMIC-IV table(s) {unknown}: choose from {sorted(TABLES)}")
     n_workers = max(1, min(4, os.cpu_count() or 1)) if workers is None else int(workers)
+    memory = memory_budget(max_memory, n_workers)
     paths = {t: find_table(src, t) for t in wanted}
 
     # Shards by subject-id range, planned from patients (every MIMIC-IV subject is in it).
@@ -550,7 +590,7 @@ def _plan(
     patients_report: dict[str, Any] = {}
     if patients_path is not None:
         try:
-            statics, patients_report = _patients(patients_path)
+            statics, patients_report = _patients(patients_path, memory.chunk_bytes)
         except SourceError:
             if on_error == "raise":
                 raise
@@ -558,7 +598,7 @@ def _plan(
     if statics is not None:
         subjects = statics["patient_id"]
     else:
-        subjects = _subject_ids([paths[t] for t in wanted])
+        subjects = _subject_ids([paths[t] for t in wanted], memory.chunk_bytes)
     breaks = shard_breaks(subjects.to_numpy(), subjects_per_shard)
     return _Plan(
         src,
@@ -571,6 +611,7 @@ def _plan(
         on_error,
         n_workers,
         patients_report,
+        memory,
     )
 
 
@@ -611,7 +652,15 @@ class _TableStager:
         done = _committed(table, inputs, self.staging)
         if done is not None:
             return done
-        result = _stage_table(table, path, self.staging, self.plan.breaks, self.lookups, self.plan.src)
+        result = _stage_table(
+            table,
+            path,
+            self.staging,
+            self.plan.breaks,
+            self.lookups,
+            self.plan.src,
+            self.plan.memory.chunk_bytes,
+        )
         _commit(result, inputs, self.staging)
         return result
 
@@ -636,7 +685,7 @@ class _TableStager:
                 self._failed("admissions", exc)
         if self.admissions_ok:
             try:
-                self.lookups = _lookups(self.admissions)
+                self.lookups = _lookups(self.admissions, self.plan.memory.chunk_bytes)
             except SourceError as exc:  # only when admissions itself is not converted (else staged above)
                 self.admissions_ok = False
                 self._failed("admissions", exc)
@@ -706,6 +755,7 @@ def _write_shards(
         dataset_meta={"dataset_name": "MIMIC-IV", "dataset_version": _version_of(plan.src)},
         describe=describe_codes(dictionaries),
         workers=plan.n_workers,
+        max_events_in_flight=plan.memory.events_in_flight,
         # Shards of an interrupted run hold the same events only if no table was staged anew.
         reuse_shards=all(s.resumed for s in staged),
         progress=progress,
@@ -723,22 +773,23 @@ def _write_splits(plan: _Plan, summary: EventsSummary, tmp_path: Path) -> pl.Dat
     return splits
 
 
-def _subject_ids(paths: list[Path | None]) -> pl.Series:
-    """Subject ids of the tables (only when there is no patients table to plan the shards from)."""
-    frames = [
-        pl.scan_csv(p, infer_schema=False)
-        .select(pl.col("subject_id").str.strip_chars().cast(pl.Int64, strict=False))
-        .drop_nulls()
-        .unique()
-        for p in paths
-        if p is not None
-    ]
-    if not frames:
-        return pl.Series("subject_id", [], pl.Int64)
-    try:
-        return pl.concat(frames).unique().collect()["subject_id"]
-    except (OSError, pl.exceptions.PolarsError, UnicodeDecodeError):
-        return pl.Series("subject_id", [], pl.Int64)  # the staging pass reports the bad file
+def _subject_ids(paths: list[Path | None], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> pl.Series:
+    """Subject ids of the tables (only when there is no patients table to plan the shards from), read
+    block by block: memory holds the distinct ids and one block."""
+    ids = pl.Series("subject_id", [], pl.Int64)
+    parse = pl.col("subject_id").str.strip_chars().cast(pl.Int64, strict=False)
+    for p in paths:
+        if p is None:
+            continue
+        try:
+            with CsvChunks(p, chunk_bytes) as chunks:
+                if "subject_id" not in chunks.header:
+                    continue  # the staging pass reports the missing column
+                for text in chunks.frames(["subject_id"]):
+                    ids = pl.concat([ids, text.select(parse)["subject_id"].drop_nulls()]).unique()
+        except (SourceError, pl.exceptions.PolarsError, UnicodeDecodeError):
+            continue  # the staging pass reports the bad file
+    return ids.sort()
 
 
 def _version_of(src: Path) -> str | None:

@@ -27,7 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SOURCES", "Option", "SourceSpec", "positive_int"]
+__all__ = ["SOURCES", "Option", "SourceSpec", "memory_size", "positive_int"]
+
+
+def memory_size(text: str) -> int:
+    """Bytes from text such as ``4G`` or ``800M`` (an option's type; powers of 1024)."""
+    from clinseq.io.memory import parse_memory
+    from clinseq.errors import ConfigError
+
+    try:
+        return parse_memory(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -218,6 +229,12 @@ SOURCES: dict[str, SourceSpec] = {
             "stop at the first bad table (raise) or skip it",
             default="raise",
             choices=("raise", "skip"),
+        ),
+        Option(
+            "--max-memory",
+            "peak memory to aim at, e.g. 2G or 800M (default 1G); sets the block and sort batch sizes",
+            memory_size,
+            metavar="SIZE",
         ),
     ),
     "meds": _events("import any MEDS v0.4 dataset", "clinseq.io.meds:import_meds"),
