@@ -237,7 +237,7 @@ def test_shared_buffers_for_new_shapes_adc_units_and_a_full_pool(as_worker, ptbx
 
     adc = WindowDataset(ptbxl_store, WINDOW_S, units="adc")
     batch = roundtrip(ForkingPickler.dumps(adc.__getitems__(keys)))
-    assert batch["x"].dtype == torch.int16 and batch["gain"].dtype == torch.float32
+    assert batch["x"].dtype == torch.int16 and batch["gain"].dtype == torch.float64
     assert torch.equal(adc_to_physical(batch), WindowDataset(ptbxl_store, WINDOW_S).fetch(keys)["x"])
 
     plain = WindowDataset(ptbxl_store, WINDOW_S)

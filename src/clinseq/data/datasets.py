@@ -144,16 +144,17 @@ class WindowDataset(Dataset):
         self._n_samples = rec["n_samples"].to_numpy().astype(np.int64)
         self._channel_index, n_channels = self._resolve_channels(rec, channels)
         self.n_channels = n_channels
+        # Calibration kept in float64: the store's one precision rule ((adc - baseline) / gain in float64,
+        # rounded once to float32; TimelineStore.read_window) is applied to batches too.
         gains = [
-            np.asarray(g, np.float32)[ix]
+            np.asarray(g, np.float64)[ix]
             for g, ix in zip(rec["gain"].to_list(), self._channel_index, strict=True)
         ]
         bases = [
-            np.asarray(b, np.float32)[ix]
+            np.asarray(b, np.float64)[ix]
             for b, ix in zip(rec["baseline"].to_list(), self._channel_index, strict=True)
         ]
         self._gain = np.stack(gains)  # (n_recordings, C)
-        self._inv_gain = (1.0 / self._gain).astype(np.float32)
         self._baseline = np.stack(bases)
         order = np.argsort(self._recording_ids, kind="stable")
         self._sorted_ids, self._sorted_rows = self._recording_ids[order], order
@@ -170,7 +171,7 @@ class WindowDataset(Dataset):
         self._out_dtype = torch.float32 if units == "physical" else adc_dtype
         # Channel-index arguments for read_window: None (all, a pure view) when nothing is selected.
         self._all_channels = channels is None
-        self._base_t, self._inv_gain_t = torch.from_numpy(self._baseline), torch.from_numpy(self._inv_gain)
+        self._base_t, self._gain_t = torch.from_numpy(self._baseline), torch.from_numpy(self._gain)
         # Per process (memory maps are per process): each recording's ADC samples as a (C, n_samples) view
         # of the store's map, made on first use, so that a window is one slice (no read_window call).
         self._views_pid = -1
@@ -286,7 +287,7 @@ class WindowDataset(Dataset):
         """Read, convert and transform the windows of ``keys`` into one batch.
 
         Returns ``x`` (B, C, T) and int64 (B,) ``patient_id``, ``recording_id``, ``start`` (the start
-        actually read, random ones resolved); with ``units="adc"`` also float32 ``gain``/``baseline``.
+        actually read, random ones resolved); with ``units="adc"`` also float64 ``gain``/``baseline``.
         In a ``DataLoader`` worker ``x`` lives in a reusable shared buffer (see the module docstring).
         """
         return self._fetch(keys, share=True)
@@ -328,6 +329,8 @@ class WindowDataset(Dataset):
         physical = self.units == "physical"
         shape = (n, self.n_channels, length)
         lease, out_tensor, out = _allocate(shape, self._out_dtype, share)
+        # Physical values are computed in a float64 scratch (exact for every ADC width) and rounded once.
+        adc = np.empty(shape, np.float64) if physical else out
         views = self._recording_views()
         masked = []
         for i, (row, start) in enumerate(zip(rows.tolist(), starts.tolist(), strict=True)):
@@ -337,15 +340,16 @@ class WindowDataset(Dataset):
             view = views[row]
             if view is None:
                 view = views[row] = self.store.read_recording(int(self._recording_ids[row]), units="adc")
-            # ADC values, cast to float32 on the way when physical (exact for 16-bit integers).
             if self._all_channels:
-                out[i] = view[:, start : start + length]
+                adc[i] = view[:, start : start + length]
             else:
-                out[i] = view[self._channel_index[row], start : start + length]
+                adc[i] = view[self._channel_index[row], start : start + length]
         if physical:
-            # (adc - baseline) · (1/gain), the store's own formula and float32 roundings, bit for bit, in two
-            # torch passes over the batch (numpy's broadcasting in place is several times slower).
-            out_tensor.sub_(self._base_t[rows].unsqueeze(2)).mul_(self._inv_gain_t[rows].unsqueeze(2))
+            # (adc - baseline) / gain in float64, the store's own rule, bit for bit, in two torch passes over
+            # the batch (numpy's broadcasting in place is several times slower), then one rounding.
+            adc_t = torch.from_numpy(adc)
+            adc_t.sub_(self._base_t[rows].unsqueeze(2)).div_(self._gain_t[rows].unsqueeze(2))
+            out_tensor.copy_(adc_t)
             for i in masked:
                 row = rows[i]
                 ch = None if self._all_channels else self._channel_index[row]
@@ -609,10 +613,12 @@ def collate_windows(
 
 
 def adc_to_physical(batch: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(x - baseline) · (1 / gain)`` for a batch read with ``units="adc"``, on the batch's device.
+    """``(x - baseline) / gain`` for a batch read with ``units="adc"``, on the batch's device.
 
-    Returns ``x`` in physical units (ECG mV, EEG µV), shape (B, C, T); in float32 on CPU it is bit for bit
-    what ``units="physical"`` reads (the store's own formula). Use it after moving the int16 batch to the
+    Returns ``x`` in physical units (ECG mV, EEG µV), shape (B, C, T), in ``dtype``. The arithmetic is the
+    store's one precision rule (float64, rounded once), so in float32 it is bit for bit what
+    ``units="physical"`` reads; the float64 pass is elementwise and memory-bound, a small cost beside an
+    encoder. Use it after moving the int16 batch to the
     GPU (half the bytes of float32). WFDB "missing sample" values are not masked here (they are with
     ``units="physical"``).
     """
@@ -620,6 +626,6 @@ def adc_to_physical(batch: Mapping[str, torch.Tensor], dtype: torch.dtype = torc
         raise ConfigError(
             f"batch has keys {sorted(batch)}, no gain/baseline: read it with WindowDataset(units='adc')"
         )
-    x = batch["x"].to(dtype)
-    inv_gain = 1.0 / batch["gain"].to(dtype)
-    return (x - batch["baseline"].to(dtype)[..., None]) * inv_gain[..., None]
+    x = batch["x"].to(torch.float64)
+    baseline, gain = batch["baseline"].to(torch.float64), batch["gain"].to(torch.float64)
+    return ((x - baseline[..., None]) / gain[..., None]).to(dtype)
