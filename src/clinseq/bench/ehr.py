@@ -35,6 +35,7 @@ import subprocess
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ import numpy as np
 from clinseq.bench.harness import need_data, print_table, report, resolve_device, run_in_child
 from clinseq.errors import ClinseqError, ConfigError
 
-__all__ = ["convert_in_this_process", "run"]
+__all__ = ["convert_in_this_process", "resume_after_kill", "run", "run_scaling"]
 
 #: Copy k adds k × stride to every subject_id and hadm_id, with the smallest of these strides that keeps
 #: all ids distinct: the copies' ids stay interleaved in one dense range, as MIMIC-IV's (365 k subjects
@@ -52,7 +53,9 @@ __all__ = ["convert_in_this_process", "run"]
 STRIDES = (1, 7, 31, 101, 997, 10_007, 100_003)
 
 
-def convert_in_this_process(src: str, out: str, workers: int | None) -> dict[str, Any]:
+def convert_in_this_process(
+    src: str, out: str, workers: int | None, max_memory: str | None = None
+) -> dict[str, Any]:
     """Convert ``src`` into ``out`` and report wall/CPU time, rows, events and this process's peak RSS
     (what each fresh process of :func:`measure_conversion` runs)."""
     import json
@@ -62,7 +65,7 @@ def convert_in_this_process(src: str, out: str, workers: int | None) -> dict[str
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     load_before = os.getloadavg()[0]
     cpu0, t0 = time.process_time(), time.perf_counter()
-    store = convert_mimic_iv(src, out, progress=False, workers=workers)
+    store = convert_mimic_iv(src, out, progress=False, workers=workers, max_memory=max_memory)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     manifest = json.loads((Path(store) / "manifest.json").read_text())["events"]
     return {
@@ -76,16 +79,21 @@ def convert_in_this_process(src: str, out: str, workers: int | None) -> dict[str
         "load_avg_1min_after": os.getloadavg()[0],
         "stages_s": manifest["timings_s"],
         "table_s": manifest["table_seconds"],
+        "table_step_s": manifest.get("table_step_seconds"),
+        "shard_step_s": manifest.get("shard_step_seconds"),
+        "subjects": manifest["n_subjects"],
     }
 
 
-def measure_conversion(src: Path, out: Path, workers: int | None, repeat: int = 1) -> dict:
+def measure_conversion(
+    src: Path, out: Path, workers: int | None, repeat: int = 1, max_memory: str | None = None
+) -> dict:
     """Convert ``src`` ``repeat`` times, each in a fresh child process (its peak RSS is that run's
     alone); the fastest run is reported (the machine is shared), with every run's wall and CPU times."""
     runs = []
     for r in range(repeat):
         target = out.with_name(f"{out.name}-{r}")
-        kwargs = {"src": str(src), "out": str(target), "workers": workers}
+        kwargs = {"src": str(src), "out": str(target), "workers": workers, "max_memory": max_memory}
         code, one, _ = run_in_child("clinseq.bench.ehr:convert_in_this_process", kwargs)
         if one is None:
             raise ClinseqError(f"converting {src} failed in its process (exit {code}; output above)")
@@ -268,6 +276,245 @@ def assess(conversions: list[dict], floors: dict, slices: list[dict]) -> dict:
     return out
 
 
+# -- the scaling series (issue 16) -------------------------------------------------------------------------
+def _same_store(a: Path, b: Path) -> dict[str, bool]:
+    """Whether two stores hold the same events: ``events.arrow`` (every column, in order), every MEDS
+    shard, the index, the code lists, the splits and patients (values, not file bytes)."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clinseq.timeline.events import EVENTS_ARROW, EVENTS_CODES, EVENTS_INDEX
+
+    same: dict[str, bool] = {}
+    with pa.memory_map(str(a / EVENTS_ARROW)) as x, pa.memory_map(str(b / EVENTS_ARROW)) as y:
+        rx, ry = pa.ipc.open_file(x), pa.ipc.open_file(y)
+        same[EVENTS_ARROW] = rx.num_record_batches == ry.num_record_batches and all(
+            rx.get_batch(i).equals(ry.get_batch(i)) for i in range(rx.num_record_batches)
+        )
+    shards_a = sorted(p.name for p in (a / "events" / "data").glob("*.parquet"))
+    shards_b = sorted(p.name for p in (b / "events" / "data").glob("*.parquet"))
+    same["events/data"] = shards_a == shards_b and all(
+        pq.read_table(a / "events" / "data" / n).equals(pq.read_table(b / "events" / "data" / n))
+        for n in shards_a
+    )
+    for name in (
+        EVENTS_INDEX,
+        EVENTS_CODES,
+        "patients.parquet",
+        "events/metadata/codes.parquet",
+        "events/metadata/subject_splits.parquet",
+    ):
+        same[name] = pl.read_parquet(a / name).equals(pl.read_parquet(b / name))
+    return same
+
+
+def resume_after_kill(
+    src: Path, out: Path, reference: Path, workers: int | None, kill_after_s: float, max_memory: str | None
+) -> dict[str, Any]:
+    """Convert ``src`` into ``out`` in a child killed (SIGKILL) after ``kill_after_s`` seconds, convert
+    again (it resumes from the killed run's ``<out>.tmp-<pid>``), and compare with ``reference`` (an
+    uninterrupted conversion of the same input)."""
+    import json
+    import signal
+    import sys
+
+    kwargs = {"src": str(src), "out": str(out), "workers": workers, "max_memory": max_memory}
+    cmd = [sys.executable, "-m", "clinseq.bench.harness", "clinseq.bench.ehr:convert_in_this_process"]
+    proc = subprocess.Popen([*cmd, json.dumps(kwargs)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=kill_after_s)
+        killed = False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed = True
+    left = sorted(out.parent.glob(f"{out.name}.tmp-*"))
+    state: dict[str, Any] = {"killed": killed, "kill_after_s": round(kill_after_s, 1)}
+    if left:
+        staging = left[0] / "_staging" / "tables"
+        state["tables_committed_at_kill"] = len(list(staging.glob("*.json"))) if staging.exists() else 0
+        state["shards_written_at_kill"] = len(list((left[0] / "events" / "data").glob("*.parquet")))
+    code, resumed, _ = run_in_child("clinseq.bench.ehr:convert_in_this_process", kwargs)
+    if resumed is None:
+        raise ClinseqError(f"the resumed conversion of {src} failed (exit {code})")
+    manifest = json.loads((out / "manifest.json").read_text())["events"]
+    same = _same_store(out, reference)
+    return {
+        **state,
+        "resumed_tables": len(manifest["resumed_tables"]),
+        "reused_shards": manifest["reused_shards"],
+        "resume_wall_s": round(resumed["wall_s"], 2),
+        "identical": all(same.values()),
+        "files_identical": same,
+    }
+
+
+def _scaling_figure(rows: list[dict]) -> Callable[[Path], Path | None]:
+    from clinseq.bench.harness import Panel, Series, save_panels
+
+    x = [r["source_rows"] for r in rows]
+
+    def draw(path: Path) -> Path | None:
+        return save_panels(
+            path,
+            [
+                Panel(
+                    "MIMIC-IV conversion: peak memory vs input size",
+                    "source rows",
+                    "peak RSS (MiB)",
+                    [Series("peak RSS", x, [r["peak_rss_mib"] for r in rows])],
+                    logy=False,
+                ),
+                Panel(
+                    "throughput (2 shared cores: see load in the JSON)",
+                    "source rows",
+                    "source rows per second",
+                    [
+                        Series("rows / wall s", x, [r["source_rows_per_s"] for r in rows]),
+                        Series(
+                            "2 x rows / CPU s (idle 2-core bound)",
+                            x,
+                            [2 * r["source_rows_per_cpu_s"] for r in rows],
+                            "--s",
+                        ),
+                    ],
+                    logy=False,
+                ),
+            ],
+        )
+
+    return draw
+
+
+def run_scaling(
+    demo: Path,
+    copies: tuple[int, ...],
+    *,
+    workers: int | None,
+    repeat: int,
+    max_memory: str | None,
+    resume_check: int | None,
+    quick: bool,
+    out_dir: str | Path | None,
+    work_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Demo × K for each K of ``copies``: build the input (deleted after), convert it (``repeat``
+    times, fastest kept), record rows/s, CPU time, peak RSS and the load; with ``resume_check`` = K,
+    also kill a conversion of that input part-way and check that the resumed store is identical."""
+    rows: list[dict] = []
+    resume: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp_name:
+        tmp = Path(tmp_name)
+        for k in sorted(copies):
+            t0 = time.perf_counter()
+            prebuilt = Path(work_dir or tmp) / f"mimic_x{k}"
+            # An input built earlier under work_dir (complete: every table gzipped) is used as it is and
+            # kept; one built here is deleted after.
+            if prebuilt.is_dir() and not list(prebuilt.rglob("*.csv")):
+                src = prebuilt
+            else:
+                src = replicated_source(demo, tmp, k)
+            built = time.perf_counter() - t0
+            input_mib = sum(p.stat().st_size for p in src.rglob("*.csv.gz")) / 2**20
+            print(f"built demo x{k} ({input_mib:.0f} MiB gzipped) in {built:.0f} s", flush=True)
+            one = measure_conversion(src, tmp / f"store_x{k}", workers, repeat, max_memory)
+            one = {"copies": k, "input_csv_gz_mib": round(input_mib, 1), **one}
+            if k == max(copies):
+                inflate = decompression_floor(src)
+                parse = parse_floor(src)
+                one["floors"] = {
+                    "gzip_decompress_only": {
+                        **inflate,
+                        "source_rows_per_s": one["source_rows"] / inflate["seconds"],
+                    },
+                    "polars_read_needed_columns_only": {
+                        **parse,
+                        "source_rows_per_s": one["source_rows"] / parse["seconds"],
+                    },
+                }
+            if resume_check == k:
+                kill_at = 0.6 * one["wall_s"]
+                resume = {
+                    "copies": k,
+                    **resume_after_kill(
+                        src, tmp / f"resumed_x{k}", tmp / f"store_x{k}", workers, kill_at, max_memory
+                    ),
+                }
+                shutil.rmtree(tmp / f"resumed_x{k}", ignore_errors=True)
+                print(f"resume after kill at x{k}: {resume}", flush=True)
+            if src != prebuilt:
+                shutil.rmtree(src)
+            shutil.rmtree(tmp / f"store_x{k}")
+            rows.append(one)
+    for row in rows:
+        for key in ("wall_s", "cpu_s", "source_rows_per_s", "source_rows_per_cpu_s", "peak_rss_mib"):
+            row[key] = round(row[key], 2)
+    print("scaling series (one child process per conversion; 2-core CPU shared with other work)")
+    print_table(
+        rows,
+        [
+            "copies",
+            "source_rows",
+            "subjects",
+            "wall_s",
+            "cpu_s",
+            "source_rows_per_s",
+            "source_rows_per_cpu_s",
+            "peak_rss_mib",
+            "load_avg_1min_before",
+        ],
+    )
+    first, last = rows[0], rows[-1]
+    assessment = {
+        "peak_rss_ratio_largest_to_smallest": round(last["peak_rss_mib"] / first["peak_rss_mib"], 3),
+        "peak_rss_within_10_percent": last["peak_rss_mib"] <= 1.1 * first["peak_rss_mib"],
+        "rows_per_s_target_met": {r["copies"]: r["source_rows_per_s"] >= 2_000_000 for r in rows},
+        "resume_identical": None if resume is None else resume["identical"],
+    }
+    print(f"assessment: {assessment}")
+    from clinseq.io.memory import memory_budget
+
+    budget = memory_budget(max_memory, workers or max(1, min(4, os.cpu_count() or 1)))
+    payload = {
+        "scaling": rows,
+        "resume_after_kill": resume,
+        "assessment": assessment,
+        "memory_budget": {
+            "max_memory_bytes": budget.max_memory,
+            "chunk_bytes": budget.chunk_bytes,
+            "events_in_flight": budget.events_in_flight,
+            "expected_peak_bytes": budget.expected_peak(),
+        },
+        "units": {
+            "copies": "demo copies (K)",
+            "source_rows": "rows of the source tables read",
+            "subjects": "subjects with events",
+            "input_csv_gz_mib": "MiB of gzipped CSV",
+            "wall_s": "seconds",
+            "cpu_s": "CPU seconds of the converting process (all threads)",
+            "source_rows_per_s": "source rows per wall-clock second",
+            "source_rows_per_cpu_s": "source rows per CPU second",
+            "peak_rss_mib": "MiB (max resident set size of the converting process)",
+            "rss_after_imports_mib": "MiB",
+            "load_avg_1min_before": "1-minute load average before the run",
+            "load_avg_1min_after": "1-minute load average after the run",
+            "stages_s": "seconds of wall clock per conversion stage",
+            "table_s": "seconds of wall clock per source table",
+            "table_step_s": "seconds of the table threads per step, summed over tables",
+            "shard_step_s": "seconds of the shard threads per step, summed over shards",
+            "runs_wall_s": "seconds",
+            "runs_cpu_s": "CPU seconds",
+            "floors": "seconds, CPU seconds, bytes, rows, rows per second",
+            "resume_after_kill": "seconds, counts, booleans",
+            "assessment": "ratio, booleans",
+            "memory_budget": "bytes, events",
+            "events": "MEDS events written",
+        },
+    }
+    return report("ehr_scaling_cpu", payload, quick=quick, out_dir=out_dir, figure=_scaling_figure(rows))
+
+
 def run(
     *,
     device: str = "cpu",
@@ -277,14 +524,37 @@ def run(
     slices: int | None = None,
     workers: int | None = None,
     repeat: int | None = None,
+    scaling: tuple[int, ...] | None = None,
+    max_memory: str | None = None,
+    resume_check: int | None = None,
+    work_dir: str | None = None,
 ) -> dict[str, Any]:
     """Measure the conversion and the slices (CPU work; ``device`` is checked and otherwise ignored).
 
     ``copies``: demo copies in the large input (20; 0 skips it), ``slices``: queries per slice benchmark
     (20,000), ``workers``: converter threads (default: cores), ``repeat``: conversions per input, the
     fastest kept (3). ``quick``: 0 copies, 2,000 slices, 1 conversion.
+
+    ``scaling`` (e.g. ``20 80 300``): the scaling series instead (:func:`run_scaling`): each input built
+    under ``work_dir`` (default the temporary folder) and deleted after, rows/s and peak RSS each, a plot
+    of peak memory against rows (``ehr_scaling_cpu.json``/``.png``); ``resume_check`` K also kills a
+    conversion of demo × K part-way and checks that the resumed store is identical; ``max_memory`` is
+    passed to the conversion (default 1G).
     """
     resolve_device(device)
+    if scaling:
+        demo = need_data("mimic_iv_demo/hosp", "ehr", "the MIMIC-IV demo (data_cards/mimic_iv.md)").parent
+        return run_scaling(
+            demo,
+            tuple(scaling),
+            workers=workers,
+            repeat=repeat or 1,
+            max_memory=max_memory,
+            resume_check=resume_check,
+            quick=quick,
+            out_dir=out_dir,
+            work_dir=work_dir,
+        )
     copies = copies if copies is not None else (0 if quick else 20)
     slices = slices or (2_000 if quick else 20_000)
     repeat = repeat or (1 if quick else 3)

@@ -53,7 +53,7 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -217,6 +217,10 @@ class _Staged:
     report: dict[str, Any]
     seconds: float
     resumed: bool = False
+    #: Wall seconds of this table's thread per step: ``read`` (waiting for the next parsed block: gzip
+    #: inflation runs ahead in its own thread), ``build`` (typed columns, events), ``stage`` (codes
+    #: numbered, sorted by shard, appended to the staging file).
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 def _events_of(typed: pl.LazyFrame, spec: TableSpec) -> pl.LazyFrame:
@@ -250,8 +254,12 @@ def _stage_table(
     for tolerant in (False, True):
         stager = EventStager(target, breaks)
         source_rows, totals = 0, dict.fromkeys([_BAD, *spec.events, *as_text.values()], 0)
+        steps = {"read": 0.0, "build": 0.0, "stage": 0.0}
         try:
+            clock = time.perf_counter()
             for text in _text_frames(path, spec, chunk_bytes):
+                now = time.perf_counter()
+                steps["read"] += now - clock
                 batch = _typed(text.lazy(), spec, tolerant, lookups).collect()
                 del text
                 source_rows += batch.height
@@ -260,7 +268,14 @@ def _stage_table(
                     break  # this pass is void: find the first bad row below
                 for name, value in batch.select(counters).row(0, named=True).items():
                     totals[name] += int(value)
-                stager.add(_events_of(batch.lazy(), spec).collect())
+                events = _events_of(batch.lazy(), spec).collect()
+                del batch
+                clock = time.perf_counter()
+                steps["build"] += clock - now
+                stager.add(events)
+                del events
+                now, clock = clock, time.perf_counter()
+                steps["stage"] += clock - now
         except (OSError, pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
             stager.abort()
             raise SourceError(path, f"not a readable CSV file ({type(exc).__name__}: {exc})") from exc
@@ -284,7 +299,7 @@ def _stage_table(
         report["events"][name] = {"written": written, "dropped_no_usable_time": source_rows - written}
         if name in as_text:  # numeric text that gave no finite number: kept as text_value (values policy)
             report["events"][name]["numeric_kept_as_text"] = totals[as_text[name]]
-    return _Staged(table, report, time.perf_counter() - t0)
+    return _Staged(table, report, time.perf_counter() - t0, steps={k: round(v, 3) for k, v in steps.items()})
 
 
 def _fingerprint(paths: list[Path | None]) -> list[list[int] | None]:
@@ -501,10 +516,15 @@ def _convert(
         if staged[table].resumed:
             report["resumed_tables"].append(table)
     report["table_seconds"] = {t: round(staged[t].seconds, 3) for t in order if not staged[t].resumed}
+    report["table_step_seconds"] = {
+        step: round(sum(staged[t].steps.get(step, 0.0) for t in order), 3)
+        for step in ("read", "build", "stage")
+    }
     summary = _write_shards(
         plan, [staged[t] for t in order], dictionaries, staging, writer.tmp_path, progress
     )
     timings["shards"] = time.perf_counter() - t0
+    report["shard_step_seconds"] = summary.seconds  # thread seconds: gather, sort, MEDS, events.arrow
     splits = _write_splits(plan, summary, writer.tmp_path)
     shutil.rmtree(staging)
     patients_report = dict(plan.patients_report)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -243,6 +244,9 @@ class EventsSummary:
     codes: pl.DataFrame
     subject_ids: np.ndarray
     reused_shards: int = 0
+    #: Thread seconds per step, summed over shards: ``gather`` (a shard's staged rows read into one
+    #: frame), ``sort``, ``meds_parquet`` (the MEDS copy), ``events_arrow`` (the store's copy + index).
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 #: Staged events the shard sorts may hold at once across workers (≈ 200 bytes each at a sort's peak):
@@ -251,7 +255,12 @@ DEFAULT_EVENTS_IN_FLIGHT = 4_000_000
 
 
 def _build_shard(
-    events: Callable[[], pl.DataFrame], codes: pl.Series, out: Path, reuse: bool, n_staged: int
+    events: Callable[[], pl.DataFrame],
+    codes: pl.Series,
+    out: Path,
+    reuse: bool,
+    n_staged: int,
+    seconds: dict[str, float] | None = None,
 ) -> tuple[pl.DataFrame, pl.Series, bool]:
     """Sort one shard's staged events, write its MEDS ``data/NNNNN.parquet`` (atomically) and return
     ``(sorted events, their codes, reused)`` as :func:`sort_ranked` gives them. ``events()`` gives the
@@ -262,7 +271,13 @@ def _build_shard(
         local_codes = shard["code"].unique().sort()
         local = shard["code"].cast(pl.Enum(local_codes)).to_physical()
         return shard.with_columns(local.alias(LOCAL_CODE)), local_codes, True
-    shard, local_codes = sort_ranked(events(), codes)
+    clock = {} if seconds is None else seconds
+    t0 = time.perf_counter()
+    staged = events()
+    t1 = time.perf_counter()
+    shard, local_codes = sort_ranked(staged, codes)
+    del staged
+    t2 = time.perf_counter()
     unfinished = out.with_name(out.name + ".partial")
     # pyarrow writes MEDS' exact types. Dictionary pages for codes only (text values rarely repeat),
     # statistics where readers filter (subject_id, time), row groups of 256 k events, zstd level 1:
@@ -277,6 +292,8 @@ def _build_shard(
         compression_level=1,
     )
     os.replace(unfinished, out)
+    for name, dt in (("gather", t1 - t0), ("sort", t2 - t1), ("meds_parquet", time.perf_counter() - t2)):
+        clock[name] = clock.get(name, 0.0) + dt  # one float add per shard: safe enough across threads
     return shard, local_codes, False
 
 
@@ -359,6 +376,7 @@ def write_events(
     index = EventIndexWriter(events_root)
     subjects: list[np.ndarray] = []
     reused = 0
+    seconds: dict[str, float] = {"gather": 0.0, "sort": 0.0, "meds_parquet": 0.0, "events_arrow": 0.0}
     try:
         with ThreadPoolExecutor(n_workers) as pool:
             pending: deque = deque()  # (rows, future), in shard order
@@ -379,7 +397,13 @@ def write_events(
                         (
                             rows,
                             pool.submit(
-                                _build_shard, partial(shard_events, k), all_codes, out, reuse_shards, rows
+                                _build_shard,
+                                partial(shard_events, k),
+                                all_codes,
+                                out,
+                                reuse_shards,
+                                rows,
+                                seconds,
                             ),
                         )
                     )
@@ -387,7 +411,9 @@ def write_events(
                 _, future = pending.popleft()
                 shard, codes, was_reused = future.result()
                 reused += int(was_reused)
+                t0 = time.perf_counter()
                 index.add_shard(shard, codes)
+                seconds["events_arrow"] += time.perf_counter() - t0
                 subjects.append(shard["subject_id"].unique(maintain_order=True).to_numpy())
                 del shard, codes
                 bar.update()
@@ -423,7 +449,13 @@ def write_events(
     (meta_dir / "dataset.json").write_text(json.dumps(meta, indent=1))
     subject_ids = np.concatenate(subjects) if subjects else np.zeros(0, np.int64)
     return EventsSummary(
-        index.n_events, len(subject_ids), len(shards), described, subject_ids, reused_shards=reused
+        index.n_events,
+        len(subject_ids),
+        len(shards),
+        described,
+        subject_ids,
+        reused_shards=reused,
+        seconds={k: round(v, 3) for k, v in seconds.items()},
     )
 
 
