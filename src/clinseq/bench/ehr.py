@@ -411,10 +411,8 @@ def run_scaling(
             prebuilt = Path(work_dir or tmp) / f"mimic_x{k}"
             # An input built earlier under work_dir (complete: every table gzipped) is used as it is and
             # kept; one built here is deleted after.
-            if prebuilt.is_dir() and not list(prebuilt.rglob("*.csv")):
-                src = prebuilt
-            else:
-                src = replicated_source(demo, tmp, k)
+            reuse = prebuilt.is_dir() and not list(prebuilt.rglob("*.csv"))
+            src = prebuilt if reuse else replicated_source(demo, tmp, k)
             built = time.perf_counter() - t0
             input_mib = sum(p.stat().st_size for p in src.rglob("*.csv.gz")) / 2**20
             print(f"built demo x{k} ({input_mib:.0f} MiB gzipped) in {built:.0f} s", flush=True)
@@ -443,7 +441,7 @@ def run_scaling(
                 }
                 shutil.rmtree(tmp / f"resumed_x{k}", ignore_errors=True)
                 print(f"resume after kill at x{k}: {resume}", flush=True)
-            if src != prebuilt:
+            if not reuse:
                 shutil.rmtree(src)
             shutil.rmtree(tmp / f"store_x{k}")
             rows.append(one)
