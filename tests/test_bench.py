@@ -261,3 +261,36 @@ def test_bench_all_quick(tmp_path, ptbxl_root):
     # reads: every reference window was checked against the store's (else the suite fails)
     reads = results["reads_cpu"]
     assert [r["windows"] for r in reads["ecg"]["results"]] == [2000, 2000, 200]
+
+
+def test_ehr_scaling_series_and_resume_after_kill(tmp_path):
+    """The scaling series at a small scale (demo x1, x2) with the kill-and-resume check at x2: a JSON
+    with units, a plot when matplotlib is there, the inputs deleted, the resumed store identical."""
+    from clinseq.bench import ehr
+    from clinseq.utils import data_root
+
+    demo = data_root() / "mimic_iv_demo"
+    if not (demo / "hosp" / "patients.csv.gz").exists():
+        pytest.skip("needs the MIMIC-IV demo under $CLINSEQ_DATA/mimic_iv_demo")
+    work = tmp_path / "work"
+    work.mkdir()
+    out = ehr.run_scaling(
+        demo,
+        (1, 2),
+        workers=2,
+        repeat=1,
+        max_memory="600M",
+        resume_check=2,
+        quick=True,
+        out_dir=tmp_path / "results",
+        work_dir=work,
+    )
+    payload = json.loads(out["json"].read_text())
+    assert missing_units(payload) == []
+    rows = payload["scaling"]
+    assert [r["copies"] for r in rows] == [1, 2]
+    assert rows[1]["source_rows"] == 2 * rows[0]["source_rows"] and rows[1]["subjects"] == 200
+    assert all(r["peak_rss_mib"] > 0 and r["table_step_s"] and r["shard_step_s"] for r in rows)
+    resume = payload["resume_after_kill"]
+    assert resume["identical"] and all(resume["files_identical"].values())
+    assert list(work.iterdir()) == []  # inputs and stores deleted
