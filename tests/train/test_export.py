@@ -21,7 +21,9 @@ from .conftest import tiny_config
 @pytest.fixture(scope="module")
 def tiny_run(ptbxl_store, recipe_module, tmp_path_factory) -> dict:
     run_dir = tmp_path_factory.mktemp("export") / "run"
-    config = tiny_config(ptbxl_store.path, run_dir, ["train.max_steps=3", "run.loggers=[jsonl, tensorboard]"])
+    settings = ["train.max_steps=3", "run.loggers=[jsonl, tensorboard]", "eval.enabled=true"]
+    settings += ["eval.tasks=[ptbxl/superdiagnostic]", "eval.fractions=[1.0]", "eval.n_boot=20"]
+    config = tiny_config(ptbxl_store.path, run_dir, settings)
     out = recipe_module.run(config)
     return {"dir": run_dir, "out": out, "store": ptbxl_store}
 
@@ -73,7 +75,15 @@ def test_clinseq_export_encoder_writes_the_same_encoder(tiny_run, tmp_path: Path
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     card = (out / "README.md").read_text()
     assert "pretrained with polywindow" in card and "3 optimizer steps" in card
-    assert "Not evaluated" in card  # the tiny run has eval disabled
+    # The evaluation table of RUN/eval: pretrained and random init, with their CIs.
+    rows = json.loads((out / "encoder.json").read_text())["training"]["evaluation"]
+    assert [(r["task"], r["encoder"], r["fraction"]) for r in rows] == [
+        ("ptbxl/superdiagnostic", "pretrained", 1.0),
+        ("ptbxl/superdiagnostic", "random init", 1.0),
+    ]
+    for r in rows:
+        assert r["auroc_low"] <= r["auroc"] <= r["auroc_high"]
+        assert f"| ptbxl/superdiagnostic | 0 | {r['encoder']} | 1.000 | {r['auroc']:.3f} [" in card
     assert "ecg: 12 channels" in card and "at 100 Hz" in card and "250 samples" in card
 
 
@@ -135,5 +145,11 @@ def test_the_run_leaves_run_info_logs_and_a_summary(tiny_run) -> None:
     assert summary["samples_per_s"] == pytest.approx(summary["samples"] / summary["train_s"])
     assert summary["peak_host_mib"]["self"] > 100  # torch alone is more
     assert summary["peak_device_mib"] is None
-    assert "export" in summary["extra_s"]
+    assert set(summary["extra_s"]) == {"eval", "export"}
+
+    # The evaluation tables went to every logger.
+    rows = json.loads((run_dir / "tables" / "eval_ptbxl_superdiagnostic.json").read_text())
+    assert {r["encoder"] for r in rows} == {"pretrained", "random init"}
+    text = acc.Tensors("eval/ptbxl/superdiagnostic/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| ptbxl/superdiagnostic | 0 | pretrained | 1 |" in text
     assert tiny_run["out"]["summary"].steps == 3
