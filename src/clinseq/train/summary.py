@@ -115,12 +115,11 @@ class RunSummary:
         """The time table: phase, seconds, share of the training wall time (phases after training: none)."""
         rows = []
         inside = sum(self.phases_s.values())
+        total = max(self.train_s, 1e-9)
         for phase, s in self.phases_s.items():
-            rows.append({"phase": phase, "seconds": round(s, 3), "share": round(s / self.train_s, 3)})
+            rows.append({"phase": phase, "seconds": round(s, 3), "share": round(s / total, 3)})
         other = self.train_s - inside
-        rows.append(
-            {"phase": "other (loop)", "seconds": round(other, 3), "share": round(other / self.train_s, 3)}
-        )
+        rows.append({"phase": "other (loop)", "seconds": round(other, 3), "share": round(other / total, 3)})
         for phase, s in self.extra_s.items():
             rows.append({"phase": phase, "seconds": round(s, 3), "share": None})
         return rows
