@@ -282,6 +282,9 @@ def test_read_window_rejects_non_integer_ids_and_bad_channels(small_store):
         StoreError, match=r"channels \[12\] are not channel indices of recording .* 12 channels"
     ):
         store.read_window(rid, 0, 10, channels=[0, 12])
+    with pytest.raises(StoreError, match=r"channels \[-13\]"):
+        store.read_window(rid, 0, 10, channels=np.array([0, -13]))
+    assert store.read_window(rid, 0, 10, channels=np.array([11, 0])).shape == (2, 10)
     with pytest.raises(StoreError, match=r"channels \[1.5\]"):
         store.read_window(rid, 0, 10, channels=[1.5])
     assert store.read_window(rid, 0, 10, channels=[-1]).shape == (1, 10)

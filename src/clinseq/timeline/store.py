@@ -64,8 +64,11 @@ def _check_channels(channels: Sequence[int] | slice, n_channels: int, recording_
     """Channel indices must be integers in ``[-n_channels, n_channels)``."""
     if isinstance(channels, slice):
         return
+    if isinstance(channels, np.ndarray) and channels.dtype.kind in "iu":  # the common case, vectorised
+        if channels.size == 0 or (channels.min() >= -n_channels and channels.max() < n_channels):
+            return
     bad = [
-        c
+        c.item() if isinstance(c, np.generic) else c
         for c in channels
         if isinstance(c, (bool, np.bool_))
         or not isinstance(c, (int, np.integer))
