@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         "tests/test_fault_injection.py",
     ]
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    lines = [
-        line for line in proc.stdout.splitlines() if line.startswith(("conversion seed", "training seed"))
-    ]
+    lines = re.findall(r"(?:conversion|training) seed \d+: [^\n]*", proc.stdout)
     print("\n".join(lines))
     summary = re.findall(r"(\d+) (passed|failed|error)", proc.stdout)
     counts = {kind: int(n) for n, kind in summary}

@@ -102,18 +102,21 @@ def test_killed_conversion_resumes_to_the_same_store(fault_ptbxl, tmp_path, seed
     proc = subprocess.Popen(
         [sys.executable, "-c", SLOW_CONVERT, str(fault_ptbxl), str(out), str(workers)], env=_env()
     )
+    # The kill point: once k parts are committed (k = 0: as the writer starts), then a random part of
+    # the next part's time.
+    k = rng.randrange(0, N_RECORDS * 2 * 12_000 // PART)
     deadline = time.time() + 60
-    while time.time() < deadline and not list(tmp_path.glob("out.tmp-*/signals")) and proc.poll() is None:
-        time.sleep(0.02)
-    delay = rng.uniform(0, N_RECORDS * LOAD_S / workers)
-    time.sleep(delay)
+    while time.time() < deadline and proc.poll() is None:
+        done = list(tmp_path.glob("out.tmp-*/signals/*.commit.json"))
+        if len(done) >= k and list(tmp_path.glob("out.tmp-*/signals")):
+            break
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0, 2 * LOAD_S))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     if not out.exists():  # killed before the end (the usual case): the same command resumes
-        tmp = list(tmp_path.glob("out.tmp-*/signals/*.commit.json"))
-        print(
-            f"conversion seed {seed}: workers={workers}, killed {delay:.3f} s in, {len(tmp)} parts committed"
-        )
+        n = len(list(tmp_path.glob("out.tmp-*/signals/*.commit.json")))
+        print(f"conversion seed {seed}: workers={workers}, killed after {n} committed part(s) (k={k})")
         convert(PTBXLSource(fault_ptbxl, 100), out, part_max_bytes=PART, progress=False)
     else:
         print(f"conversion seed {seed}: workers={workers}, had finished before the kill")
