@@ -129,7 +129,7 @@ def _weights_digest(run_dir: Path) -> str:
 
     state = load_checkpoint(run_dir)[0]
     h = hashlib.sha256(str(state["step"]).encode())
-    for name, tensor in sorted(state["task"].items()):
+    for name, tensor in sorted(state["method"].items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
