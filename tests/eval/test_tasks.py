@@ -105,6 +105,15 @@ def test_eegmat_probe_on_the_store(eegmat_store, tmp_path) -> None:
     assert 0.0 <= r.auroc.low <= r.auroc.point <= r.auroc.high <= 1.0
     assert r.n_train_subjects == 12  # 20 subjects, 5 folds: 4 test, 4 validation, 12 train
     assert (tmp_path / "seed0" / "eval_eegmat_condition.json").is_file()
+    # Cross-fitted scores are pooled, so every fold's probe uses one C: the best mean validation AUROC.
+    for row in ("answer", "random init"):
+        for fraction in (0.5, 1.0):
+            res = reports[row].result(fraction)
+            curves = [fold["val_auroc_by_C"] for fold in res.details["folds"]]
+            grid = sorted(curves[0], key=float)
+            means = [np.nanmean([curve[c] for curve in curves]) for c in grid]
+            assert res.C == float(grid[int(np.nanargmax(means))])
+            assert res.details["C_by_fold"] == [res.C] * 5
 
 
 def test_labels_table_by_recording_and_meds_schema(eegmat_store, tmp_path) -> None:

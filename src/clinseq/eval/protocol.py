@@ -23,7 +23,10 @@ The bootstrap and fraction seed is the same for every featurizer, so rows are co
 training subjects and resamples. The CIs cover the sampling of the **test subjects** only; the draw of
 the training subjects at small fractions is a further source of variance (repeat over ``seeds`` to see
 it). Cross-fitted scores of different folds come from different probes and are pooled into one AUROC
-(pooled out-of-fold predictions), which is slightly conservative.
+(pooled out-of-fold predictions), which is slightly conservative. So that those scores are on one scale,
+cross-fitting chooses **one C for all folds**: the C of the grid with the best mean validation AUROC over
+the folds (a C chosen per fold, 1e-4 in one fold and 10 in the next, gives logits of very different
+spreads, and pooling them can turn folds that each rank perfectly into a poor pooled AUROC).
 
 Example (the recipes' evaluate phase)::
 
@@ -68,8 +71,9 @@ if TYPE_CHECKING:
 
 __all__ = ["EvalOptions", "Evaluation", "Fold", "evaluate", "subject_folds"]
 
-#: ``score(in_train, in_val, in_test) -> (test scores (n_test, K), C or None, details)``.
-Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, float | None, dict[str, Any]]]
+#: ``score(in_train, in_val, in_test, C=None) -> (test scores (n_test, K), C or None, details)``; a
+#: linear-probe scorer fits at ``C`` when given, else chooses it on ``in_val`` (details["val_auroc_by_C"]).
+Scorer = Callable[..., tuple[np.ndarray, float | None, dict[str, Any]]]
 
 
 @dataclass
@@ -251,10 +255,11 @@ def _as_featurizer(value: Any, options: EvalOptions) -> Featurizer:
 
 
 def _probe_scorer(z: np.ndarray, ex: Examples, options: EvalOptions) -> Scorer:
-    def score(in_train: np.ndarray, in_val: np.ndarray, in_test: np.ndarray):
+    def score(in_train: np.ndarray, in_val: np.ndarray, in_test: np.ndarray, C: float | None = None):
         probe = fit_linear_probe(
-            z[in_train], ex.y[in_train], z[in_val], ex.y[in_val], C=options.C, Cs=options.Cs
-        )
+            z[in_train], ex.y[in_train], z[in_val], ex.y[in_val], C=options.C if C is None else C,
+            Cs=options.Cs,
+        )  # fmt: skip
         details = {"val_auroc_by_C": {f"{c:g}": v for c, v in probe.val_auroc.items()}}
         return probe.decision_function(z[in_test]), probe.C, details
 
@@ -312,7 +317,13 @@ def _run(
             n_examples.append(int(in_train.sum()))
             cs.append(c)
             details.append(det)
-            chosen_all.append(chosen)
+            chosen_all.append((chosen, in_train))
+        common_c = _common_c(details) if len(folds) > 1 else None
+        if common_c is not None:  # refit the folds whose own choice differed, at the common C
+            for i, f in enumerate(folds):
+                if cs[i] != common_c:
+                    scores[f.test], cs[i], _ = score(chosen_all[i][1], f.val, f.test, C=common_c)
+        chosen_all = [chosen for chosen, _ in chosen_all]
         metrics = evaluate_predictions(
             ex.y[scored], scores[scored], ex.subjects[scored], n_boot=options.n_boot, seed=seed
         )
@@ -330,6 +341,22 @@ def _run(
             )
         )
     return results
+
+
+def _common_c(details: list[dict[str, Any]]) -> float | None:
+    """The C with the best mean validation AUROC over the folds (ties: the smallest C), or None when the
+    folds' C was fixed (no validation curves) or some fold's curve is missing."""
+    curves = [d.get("val_auroc_by_C") for d in details]
+    if not curves or not all(curves):
+        return None
+    grid = sorted({float(c) for curve in curves for c in curve})
+    values = np.array([[curve.get(f"{c:g}", np.nan) for curve in curves] for c in grid], dtype=float)
+    defined = ~np.isnan(values)
+    if not defined.any():
+        return None
+    means = np.where(defined, values, 0.0).sum(axis=1) / np.maximum(defined.sum(axis=1), 1)
+    means[~defined.any(axis=1)] = -np.inf
+    return grid[int(np.argmax(means))]
 
 
 def _report(
