@@ -267,7 +267,12 @@ class _Runner:
         finally:
             for p in model.parameters():
                 p.grad = None
-        self.time_history.setdefault(group, []).append((n, m.seconds / batch))
+        cpu_ms = statistics.median(cpu_s[-len(m.times_s) :]) * 1e3 if cpu_s else None
+        # The budget predicts from the lesser of wall and CPU time: on a shared machine the wall clock also
+        # counts time spent waiting for a core (which would cut a sweep short by load alone), and with
+        # several threads the CPU time exceeds the wall clock.
+        seconds = m.seconds if cpu_ms is None else min(m.seconds, cpu_ms / 1e3)
+        self.time_history.setdefault(group, []).append((n, seconds / batch))
         if m.peak_mib is not None and m.peak_mib > 0:
             self.memory_history.setdefault(group, []).append((n, m.peak_mib / batch))
         return {
@@ -280,7 +285,7 @@ class _Runner:
             "peak_mib": m.peak_mib,
             "peak_mib_per_item": None if m.peak_mib is None else m.peak_mib / batch,
             "timed_calls": len(m.times_s),
-            "cpu_ms": statistics.median(cpu_s[-len(m.times_s) :]) * 1e3 if cpu_s else None,
+            "cpu_ms": cpu_ms,
         }
 
     def row(
