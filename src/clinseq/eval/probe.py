@@ -6,7 +6,8 @@ The protocol of the PTB-XL SSL literature (e.g. Mehari & Strodthoff 2022; PCLR, 
   (``sklearn.preprocessing.StandardScaler``; a constant feature gets scale 1);
 - each class gets its own ``sklearn.linear_model.LogisticRegression`` (L2, lbfgs) — one-vs-rest, so the
   multi-label classes are independent;
-- the inverse regularisation strength C is chosen on the validation fold: every C of the grid is fitted
+- the inverse regularisation strength C is chosen on the validation fold (under k-fold cross-fitting the
+  protocol then uses one C for all folds, the best mean validation AUROC): every C of the grid is fitted
   and the one with the best validation macro AUROC (over the classes with both labels there) is kept,
   the smallest C on ties (the most regularised). One C is shared by all classes: per-class choices
   overfit a validation fold of a few dozen ECGs. Pass ``C=`` to skip the search (then no validation data

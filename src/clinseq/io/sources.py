@@ -32,8 +32,8 @@ __all__ = ["SOURCES", "Option", "SourceSpec", "memory_size", "positive_int"]
 
 def memory_size(text: str) -> int:
     """Bytes from text such as ``4G`` or ``800M`` (an option's type; powers of 1024)."""
-    from clinseq.io.memory import parse_memory
     from clinseq.errors import ConfigError
+    from clinseq.io.memory import parse_memory
 
     try:
         return parse_memory(text)
