@@ -110,28 +110,30 @@ def measure_conversion(
     return result
 
 
-def _copy_table(args: tuple[str, str, int, int]) -> tuple[str, int, int]:
-    """Write one demo table K times with shifted ids as plain CSV, then gzip -6 it."""
+def _copy_table(args: tuple[str, str, int, int, bool]) -> tuple[str, int, int]:
+    """Write one demo table K times with shifted ids as plain CSV (copy after copy: memory of one
+    copy), then, with ``compress``, gzip -6 it."""
     import polars as pl
 
-    source, target, copies, stride = args
+    source, target, copies, stride, compress = args
     frame = pl.read_csv(source, infer_schema=False)
     shifted = [c for c in ("subject_id", "hadm_id") if c in frame.columns]
-    parts = [
-        frame.with_columns(
-            [(pl.col(c).cast(pl.Int64) + k * stride).cast(pl.String).alias(c) for c in shifted]
-        )
-        for k in range(copies)
-    ]
-    plain = Path(target).with_suffix("")  # .csv
-    pl.concat(parts).write_csv(plain)
+    plain = Path(target).with_suffix("") if compress else Path(target)  # .csv
+    with open(plain, "wb") as f:
+        for k in range(copies):
+            part = frame.with_columns(
+                [(pl.col(c).cast(pl.Int64) + k * stride).cast(pl.String).alias(c) for c in shifted]
+            )
+            part.write_csv(f, include_header=k == 0)
     size = plain.stat().st_size
-    subprocess.run(["gzip", "-6", "-f", str(plain)], check=True)
+    if compress:
+        subprocess.run(["gzip", "-6", "-f", str(plain)], check=True)
     return target, frame.height * copies, size
 
 
-def replicated_source(demo: Path, tmp: Path, copies: int) -> Path:
-    """The demo's tables, each written ``copies`` times with shifted subject/admission ids, as CSV.GZ."""
+def replicated_source(demo: Path, tmp: Path, copies: int, compress: bool = True) -> Path:
+    """The demo's tables, each written ``copies`` times with shifted subject/admission ids, as CSV.GZ
+    (``compress`` False: plain CSV, much faster to build; the converter reads both)."""
     import polars as pl
 
     from clinseq.io.mimic_iv_tables import DICTIONARIES, TABLES, find_table
@@ -157,7 +159,8 @@ def replicated_source(demo: Path, tmp: Path, copies: int) -> Path:
         path = find_table(demo, table)
         if path is not None:
             (src / TABLES[table].folder).mkdir(parents=True, exist_ok=True)
-            jobs.append((str(path), str(src / TABLES[table].folder / f"{table}.csv.gz"), copies, stride))
+            name = f"{table}.csv.gz" if compress else f"{table}.csv"
+            jobs.append((str(path), str(src / TABLES[table].folder / name), copies, stride, compress))
     for name, folder in DICTIONARIES.items():  # dictionaries are not per patient: copied as they are
         path = find_table(demo, name, folder)
         if path is not None:
@@ -185,9 +188,10 @@ def decompression_floor(src: Path) -> dict:
 
 
 def parse_floor(src: Path) -> dict:
-    """polars reading (decompress + parse) the columns the converter needs, as text, all tables."""
-    import polars as pl
-
+    """The converter's read step alone: every table's needed columns read as text, block by block
+    (:class:`~clinseq.io.csv_chunks.CsvChunks`: gzip inflated in its thread, ``pl.read_csv`` per
+    block), tables one after another."""
+    from clinseq.io.csv_chunks import CsvChunks
     from clinseq.io.mimic_iv_tables import TABLES, find_table
 
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -195,8 +199,8 @@ def parse_floor(src: Path) -> dict:
     for table, spec in TABLES.items():
         path = find_table(src, table)
         if path is not None:
-            frame = pl.scan_csv(path, infer_schema=False).select(spec.required).collect()
-            rows += frame.height
+            with CsvChunks(path) as chunks:
+                rows += sum(frame.height for frame in chunks.frames(spec.required))
     return {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0, "rows": rows}
 
 
@@ -268,8 +272,8 @@ def assess(conversions: list[dict], floors: dict, slices: list[dict]) -> dict:
         cpu = large["cpu_s"]
         out["cpu_share_of_steps_alone"] = {
             "gzip decompression (zlib)": round(floors["gzip_decompress_only"]["cpu_s"] / cpu, 2),
-            "polars CSV read of the needed columns (incl. its own decompression)": round(
-                floors["polars_read_needed_columns_only"]["cpu_s"] / cpu, 2
+            "read step: CsvChunks inflate + parse of the needed columns": round(
+                floors["read_needed_columns_only"]["cpu_s"] / cpu, 2
             ),
         }
         out["stages_s"] = large["stages_s"]
@@ -398,6 +402,7 @@ def run_scaling(
     quick: bool,
     out_dir: str | Path | None,
     work_dir: str | Path | None = None,
+    plain_csv: bool = False,
 ) -> dict[str, Any]:
     """Demo × K for each K of ``copies``: build the input (deleted after), convert it (``repeat``
     times, fastest kept), record rows/s, CPU time, peak RSS and the load; with ``resume_check`` = K,
@@ -411,14 +416,20 @@ def run_scaling(
             prebuilt = Path(work_dir or tmp) / f"mimic_x{k}"
             # An input built earlier under work_dir (complete: every table gzipped) is used as it is and
             # kept; one built here is deleted after.
-            reuse = prebuilt.is_dir() and not list(prebuilt.rglob("*.csv"))
-            src = prebuilt if reuse else replicated_source(demo, tmp, k)
+            reuse = not plain_csv and prebuilt.is_dir() and not list(prebuilt.rglob("*.csv"))
+            src = prebuilt if reuse else replicated_source(demo, tmp, k, compress=not plain_csv)
             built = time.perf_counter() - t0
-            input_mib = sum(p.stat().st_size for p in src.rglob("*.csv.gz")) / 2**20
-            print(f"built demo x{k} ({input_mib:.0f} MiB gzipped) in {built:.0f} s", flush=True)
+            input_mib = sum(p.stat().st_size for p in src.rglob("*.csv*")) / 2**20
+            kind = "plain CSV" if plain_csv else "gzipped"
+            print(f"built demo x{k} ({input_mib:.0f} MiB {kind}) in {built:.0f} s", flush=True)
             one = measure_conversion(src, tmp / f"store_x{k}", workers, repeat, max_memory)
-            one = {"copies": k, "input_csv_gz_mib": round(input_mib, 1), **one}
-            if k == max(copies):
+            one = {
+                "copies": k,
+                "input_format": "csv" if plain_csv else "csv.gz",
+                "input_mib": round(input_mib, 1),
+                **one,
+            }
+            if k == max(copies) and not plain_csv:
                 inflate = decompression_floor(src)
                 parse = parse_floor(src)
                 one["floors"] = {
@@ -426,7 +437,7 @@ def run_scaling(
                         **inflate,
                         "source_rows_per_s": one["source_rows"] / inflate["seconds"],
                     },
-                    "polars_read_needed_columns_only": {
+                    "read_needed_columns_only": {
                         **parse,
                         "source_rows_per_s": one["source_rows"] / parse["seconds"],
                     },
@@ -488,7 +499,8 @@ def run_scaling(
             "copies": "demo copies (K)",
             "source_rows": "rows of the source tables read",
             "subjects": "subjects with events",
-            "input_csv_gz_mib": "MiB of gzipped CSV",
+            "input_mib": "MiB of input files (gzipped or plain CSV, input_format)",
+            "input_format": "csv.gz (gzip -6) or csv",
             "wall_s": "seconds",
             "cpu_s": "CPU seconds of the converting process (all threads)",
             "source_rows_per_s": "source rows per wall-clock second",
@@ -510,7 +522,8 @@ def run_scaling(
             "events": "MEDS events written",
         },
     }
-    return report("ehr_scaling_cpu", payload, quick=quick, out_dir=out_dir, figure=_scaling_figure(rows))
+    name = "ehr_scaling_plain_csv_cpu" if plain_csv else "ehr_scaling_cpu"
+    return report(name, payload, quick=quick, out_dir=out_dir, figure=_scaling_figure(rows))
 
 
 def run(
@@ -526,6 +539,7 @@ def run(
     max_memory: str | None = None,
     resume_check: int | None = None,
     work_dir: str | None = None,
+    plain_csv: bool = False,
 ) -> dict[str, Any]:
     """Measure the conversion and the slices (CPU work; ``device`` is checked and otherwise ignored).
 
@@ -537,7 +551,8 @@ def run(
     under ``work_dir`` (default the temporary folder) and deleted after, rows/s and peak RSS each, a plot
     of peak memory against rows (``ehr_scaling_cpu.json``/``.png``); ``resume_check`` K also kills a
     conversion of demo × K part-way and checks that the resumed store is identical; ``max_memory`` is
-    passed to the conversion (default 1G).
+    passed to the conversion (default 1G); ``plain_csv``: inputs as plain CSV, not gzipped (quick to
+    build at × 300; results in ``ehr_scaling_plain_csv_cpu.json``).
     """
     resolve_device(device)
     if scaling:
@@ -552,6 +567,7 @@ def run(
             quick=quick,
             out_dir=out_dir,
             work_dir=work_dir,
+            plain_csv=plain_csv,
         )
     copies = copies if copies is not None else (0 if quick else 20)
     slices = slices or (2_000 if quick else 20_000)
@@ -588,10 +604,10 @@ def run(
                     "source_rows_per_s": rows / inflate["seconds"],
                     "note": "python zlib, 1 MiB streamed reads, one core: the floor of any gz reader",
                 },
-                "polars_read_needed_columns_only": {
+                "read_needed_columns_only": {
                     **parse,
                     "source_rows_per_s": rows / parse["seconds"],
-                    "note": "pl.scan_csv(...).select(required).collect(), tables one after another",
+                    "note": "CsvChunks (inflate thread + pl.read_csv per block), needed columns",
                 },
             }
         slice_rows = measure_slices(tmp / "demo", slices)
@@ -607,7 +623,7 @@ def run(
         print(f"  {row['source']}: stages {row['stages_s']}")
     if floors:
         print("\nwhere the time goes on the large input (source rows/s of each step alone)")
-        for name in ("gzip_decompress_only", "polars_read_needed_columns_only"):
+        for name in ("gzip_decompress_only", "read_needed_columns_only"):
             floor = floors[name]
             print(f"  {name:36s} {floor['seconds']:.2f} s  {floor['source_rows_per_s']:,.0f} rows/s")
     print("\npatient slices (converted demo, 100 subjects)")
