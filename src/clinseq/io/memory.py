@@ -15,7 +15,9 @@ set by three sizes, which :func:`memory_budget` derives from one number, ``max_m
 - writing: the shards being sorted and written hold at most ``events_in_flight`` staged events
   together (a shard larger than that runs alone: lower ``subjects_per_shard`` to bound it too).
 
-The constants were measured on the MIMIC-IV demo replicated 20 and 80 times (``benchmarks/bench_ehr.py``).
+The constants are upper bounds: with the default 1 GiB (formula: 1 GiB) the measured peaks were 618,
+672 and 653 MiB on the MIMIC-IV demo × 20, × 80 and × 300 (4.4 M, 17.7 M, 66 M source rows;
+``benchmarks/bench_ehr.py --scaling``, results in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
