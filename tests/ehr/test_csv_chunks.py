@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from clinseq.errors import ConfigError, SourceError
 from clinseq.io.csv_chunks import CsvChunks
 from clinseq.io.memory import BASE_BYTES, MIB, memory_budget, parse_memory
-from clinseq.errors import ConfigError, SourceError
 
 LAB_COLUMNS = ["subject_id", "itemid", "charttime", "value", "valuenum", "valueuom", "comments"]
 
