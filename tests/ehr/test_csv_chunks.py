@@ -49,7 +49,7 @@ def test_truncated_empty_and_early_exit(tmp_path: Path) -> None:
     raw = b"a,b\n" + b"".join(f"{i},{i}\n".encode() for i in range(200_000))
     cut = tmp_path / "cut.csv.gz"
     cut.write_bytes(gzip.compress(raw)[:-200])
-    with pytest.raises(SourceError, match=r"cut\.csv\.gz.*truncated"), CsvChunks(cut, 1 << 12) as chunks:
+    with pytest.raises(SourceError, match=r"(?i)cut\.csv\.gz.*truncated"), CsvChunks(cut, 1 << 12) as chunks:
         list(chunks.frames(["a"]))
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")

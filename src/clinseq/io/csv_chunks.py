@@ -2,18 +2,17 @@
 
 polars' own ``scan_csv`` of a ``.csv.gz`` file inflates the whole file in memory before it parses a
 row (a 30 GB ``chartevents.csv`` would need 30 GB), and it decompresses and parses one after the other.
-:class:`CsvChunks` instead inflates the file in a background thread (zlib releases the GIL), cuts the
-text into blocks of about ``chunk_bytes`` at record ends (outside quotes: a quoted field may hold a
-newline), and parses each block with ``pl.read_csv`` while the next one is being inflated. Memory: at
-most ``prefetch + 2`` blocks of text (one being filled, ``prefetch`` queued, one being parsed) plus the
-parsed frame, whatever the file's size.
+:class:`CsvChunks` instead inflates the file in a background thread (pyarrow's gzip stream, which
+frees the GIL), cuts the text into blocks of about ``chunk_bytes`` at record ends (outside quotes: a
+quoted field may hold a newline), and parses each block with ``pl.read_csv`` while the next one is
+being inflated. Memory: at most ``prefetch + 2`` blocks of text (one being filled, ``prefetch``
+queued, one being parsed) plus the parsed frame, whatever the file's size.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -44,30 +43,21 @@ def _record_end(block: bytes) -> int:
 
 
 class _Inflater:
-    """The file's text, in pieces: gzip members inflated one after another, or the plain bytes."""
+    """The file's text, in pieces: gzip inflated by pyarrow's stream (concatenated members too; about a
+    third less CPU than Python's zlib, and it releases the GIL), or the plain bytes."""
 
     def __init__(self, path: Path, read_bytes: int = _READ_BYTES) -> None:
-        self.read_bytes = read_bytes
-        self.file = open(path, "rb")  # noqa: SIM115 (closed by close())
-        self.gzip = self.file.read(2) == _GZIP_MAGIC
-        self.file.seek(0)
-        self._inflate = zlib.decompressobj(31) if self.gzip else None
+        import pyarrow as pa
+
+        with open(path, "rb") as probe:
+            self.gzip = probe.read(2) == _GZIP_MAGIC
+        # Text bytes per read: a compressed byte gives about 4-6 of text.
+        self.read_bytes = read_bytes * 4 if self.gzip else read_bytes
+        self.file = pa.input_stream(str(path), compression="gzip" if self.gzip else None)
 
     def read(self) -> bytes | None:
-        """The next piece of text (possibly empty), None at the end of the file."""
-        data = self.file.read(self.read_bytes)
-        if self._inflate is None:
-            return data or None
-        if not data:
-            if not self._inflate.eof:
-                raise EOFError("the gzip stream ends before its end marker (a truncated file?)")
-            return None
-        out = [self._inflate.decompress(data)]
-        while self._inflate.eof and self._inflate.unused_data:  # a next gzip member (concatenated .gz)
-            rest = self._inflate.unused_data
-            self._inflate = zlib.decompressobj(31)
-            out.append(self._inflate.decompress(rest))
-        return b"".join(out) if len(out) > 1 else out[0]
+        """The next piece of text, None at the end of the file (OSError for a truncated gzip)."""
+        return self.file.read(self.read_bytes) or None
 
     def close(self) -> None:
         self.file.close()
@@ -139,7 +129,7 @@ class CsvChunks:
                 if not self._put(block[:cut]):
                     return
             self._put(_END)
-        except (OSError, zlib.error, EOFError) as exc:
+        except (OSError, EOFError) as exc:
             self._put(SourceError(self.path, f"not a readable CSV file ({type(exc).__name__}: {exc})"))
         except BaseException as exc:  # noqa: BLE001 (handed to the consumer, which raises it)
             self._put(exc)

@@ -24,10 +24,10 @@ formula), not by the number of rows or subjects.
    ``events/data/NNNNN.parquet`` (MEDS) and appended to ``events.arrow``
    (:func:`clinseq.timeline.events_write.write_events`), shards in parallel under a memory bound.
 
-Where the time goes (``benchmarks/bench_ehr.py``): reading the gzipped CSVs is about a third of it
-(gzip decompression alone is about as costly as polars' whole CSV read), building and staging the
-events a fifth, sorting and writing the shards (MEDS Parquet + the uncompressed ``events.arrow``) the
-rest.
+Where the time goes (``benchmarks/bench_ehr.py``; ``events.timings_s``, ``table_step_seconds`` and
+``shard_step_seconds`` in the manifest): reading the tables (gzip inflated in a thread, parsed block by
+block), building and staging the events, then sorting the shards and writing their two copies (MEDS
+Parquet, the uncompressed ``events.arrow``); ``benchmarks/README.md`` has the measured split.
 
 Diagnoses, ICD procedures and DRG codes are timed at the admission's ``dischtime``: hospital coders
 assign them after discharge, so timing them earlier would leak the future into any model that uses
