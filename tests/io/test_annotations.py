@@ -108,20 +108,23 @@ def test_eegmat_has_no_annotations_and_no_event_tables(eegmat_root, tmp_path):
     assert store.recording_events(22).height == len(want)
 
 
-class _FailingWFDB(WFDBSource):
-    """A WFDB folder that fails on one record, like a run that dies there."""
+def _fail_at(monkeypatch, source_class, fail_key):
+    """Make ``source_class`` fail on one record, like a run that dies there. The class itself is patched
+    (not subclassed): a conversion's identity names the source class and its options, and only the same
+    conversion may adopt the leftover folder."""
+    load = source_class.load
 
-    def __init__(self, root, fail_key):
-        super().__init__(root)
-        self.fail_key = fail_key
-
-    def load(self, item):
-        if item.key == self.fail_key:
+    def failing_load(self, item):
+        if item.key == fail_key:
             raise SourceError(item.path, "simulated failure")
-        return super().load(item)
+        return load(self, item)
+
+    monkeypatch.setattr(source_class, "load", failing_load)
 
 
-def test_resumed_conversion_keeps_every_annotation_once(wfdb_samples_root, wfdb_formats_root, tmp_path):
+def test_resumed_conversion_keeps_every_annotation_once(
+    wfdb_samples_root, wfdb_formats_root, tmp_path, monkeypatch
+):
     """Records with annotations, several rates and segments, one part each: a conversion that stops after
     the annotated record and resumes gives the same recordings, annotations and manifest."""
     src = tmp_path / "db"
@@ -134,8 +137,10 @@ def test_resumed_conversion_keeps_every_annotation_once(wfdb_samples_root, wfdb_
     keys = [item.key for item in WFDBSource(src).index()]
     assert keys.index("100") < keys.index("flacformats")
     out = tmp_path / "store"
+    _fail_at(monkeypatch, WFDBSource, "flacformats")
     with pytest.raises(SourceError, match="simulated failure"):
-        convert(_FailingWFDB(src, "flacformats"), out, part_max_bytes=1, progress=False)
+        convert(WFDBSource(src), out, part_max_bytes=1, progress=False)
+    monkeypatch.undo()
     resumed = TimelineStore.open(convert(WFDBSource(src), out, part_max_bytes=1, progress=False))
     assert resumed.manifest["resumed_from"]
     assert resumed.recordings.drop("part", "row").equals(reference.recordings.drop("part", "row"))

@@ -76,7 +76,7 @@ CASES = {
         lambda p: _rewrite_header(
             p.with_suffix(".hea"), lambda ls: [ls[0].replace(" 100 ", " 0 ", 1), *ls[1:]]
         ),
-        r"\.hea: unknown sampling rate",
+        r"\.hea: record line: sampling rate '0' is not a finite number > 0",
     ),
     "corrupted_bytes": (
         lambda p: p.with_suffix(".dat").write_bytes(

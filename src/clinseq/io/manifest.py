@@ -168,7 +168,7 @@ class ManifestSource:
             )
             recordings = got if isinstance(got, list) else [got]
         else:
-            from clinseq.io.wfdb_record import wfdb_recordings
+            from clinseq.io.wfdb_folder import wfdb_recordings
 
             record = path.with_suffix("") if path.suffix == ".hea" else path
             if not record.with_suffix(".hea").exists():
