@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.models import CPCEncoder, cpc_mehari2022
 
 
@@ -30,7 +30,7 @@ def test_receptive_field_and_minimum_length() -> None:
     assert model.total_stride == 40
     assert model.receptive_field == 10 + (8 - 1) * 5 + (4 - 1) * 20  # = 105
     assert model.frames(104) == 0 and model.frames(105) == 1 and model.frames(145) == 2
-    with pytest.raises(ConfigError, match="at least 105 samples"):
+    with pytest.raises(ShapeError, match="at least 105 samples"):
         model(torch.randn(1, 2, 104))
     assert model(torch.randn(1, 2, 105)).c.shape[1] == 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ShapeError
 from clinseq.models import (
     CPCEncoder,
     EventTransformer,
@@ -104,11 +104,11 @@ def test_gradient_reaches_every_parameter(name: str) -> None:
 @pytest.mark.parametrize("name", WAVEFORM)
 def test_bad_input_raises_with_expected_and_received(name: str) -> None:
     model = _tiny(name)
-    with pytest.raises(ConfigError, match="in_channels=3, got 5 channels"):
+    with pytest.raises(ShapeError, match="in_channels=3, got 5 channels"):
         model(torch.randn(2, 5, 64))
-    with pytest.raises(ConfigError, match=r"\(B, C, T\)"):
+    with pytest.raises(ShapeError, match=r"\(B, C, T\)"):
         model(torch.randn(C, 64))
-    with pytest.raises(ConfigError, match="floating-point"):
+    with pytest.raises(ShapeError, match="floating-point"):
         model(torch.ones(2, C, 64, dtype=torch.int16))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ShapeError
 from clinseq.models import EventTransformer, TimeDeltaEmbedding
 
 VOCAB = 30
@@ -157,13 +157,13 @@ def test_gradients_and_checkpointing() -> None:
 def test_bad_batches_raise() -> None:
     model = _model()
     batch = _batch([2], 3)
-    with pytest.raises(ConfigError, match="lacks \\['value_mask'\\]"):
+    with pytest.raises(ShapeError, match="lacks \\['value_mask'\\]"):
         model({k: v for k, v in batch.items() if k != "value_mask"})
-    with pytest.raises(ConfigError, match=r"\[0, vocab_size=30\), got \[0, 30\]"):
+    with pytest.raises(ShapeError, match=r"\[0, vocab_size=30\), got \[0, 30\]"):
         model({**batch, "codes": torch.tensor([[0, 30, 2]])})
-    with pytest.raises(ConfigError, match="must be bool"):
+    with pytest.raises(ShapeError, match="must be bool"):
         model({**batch, "padding_mask": batch["padding_mask"].float()})
-    with pytest.raises(ConfigError, match="shape of batch\\['codes'\\]"):
+    with pytest.raises(ShapeError, match="shape of batch\\['codes'\\]"):
         model({**batch, "values": torch.zeros(1, 4)})
-    with pytest.raises(ConfigError, match="dict batch"):
+    with pytest.raises(ShapeError, match="dict batch"):
         model(torch.zeros(1, 3))

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ShapeError
 from clinseq.models.fft_conv import fast_fft_length, fft_conv
 
 
@@ -95,7 +95,7 @@ def test_fast_fft_length_is_the_smallest_5_smooth_size(n: int) -> None:
 
 
 def test_bad_kernel_shapes_raise() -> None:
-    with pytest.raises(ConfigError, match=r"\(H, K\)"):
+    with pytest.raises(ShapeError, match=r"\(H, K\)"):
         fft_conv(torch.randn(1, 3, 8), torch.randn(2, 4))
-    with pytest.raises(ConfigError, match=r"\(B, H, L\)"):
+    with pytest.raises(ShapeError, match=r"\(B, H, L\)"):
         fft_conv(torch.randn(3, 8), torch.randn(3, 4))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.models import S4DEncoder, SGConvEncoder
 from clinseq.models.long_conv import LongConvEncoder
 
@@ -152,5 +152,5 @@ def test_bad_configs_raise() -> None:
         S4DEncoder(C, stack="unet")
     with pytest.raises(ConfigError, match="dropout"):
         SGConvEncoder(C, dropout=1.0)
-    with pytest.raises(ConfigError, match="in_channels=3, got 4 channels"):
+    with pytest.raises(ShapeError, match="in_channels=3, got 4 channels"):
         _model("sgconv_wavenet")(torch.randn(1, 4, 50))

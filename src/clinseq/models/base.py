@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 
 
 class Encoder(nn.Module):
@@ -45,26 +45,26 @@ class Encoder(nn.Module):
 
 
 def check_signal(x: torch.Tensor, in_channels: int, name: str, min_samples: int = 1) -> None:
-    """Raise a ``ConfigError`` unless ``x`` is a floating (B, C, T) tensor with C == ``in_channels``."""
+    """Raise a ``ShapeError`` unless ``x`` is a floating (B, C, T) tensor with C == ``in_channels``."""
     if not isinstance(x, torch.Tensor):
-        raise ConfigError(f"{name} expects a torch.Tensor of shape (B, C, T), got {type(x).__name__}")
+        raise ShapeError(f"{name} expects a torch.Tensor of shape (B, C, T), got {type(x).__name__}")
     if x.ndim != 3:
-        raise ConfigError(
+        raise ShapeError(
             f"{name} expects input of shape (B, C, T) = (batch, channels, samples), got shape "
             f"{tuple(x.shape)}; add a batch axis with x[None] or a channel axis with x[:, None]"
         )
     if not x.is_floating_point():
-        raise ConfigError(
+        raise ShapeError(
             f"{name} expects a floating-point signal, got dtype {x.dtype}; convert ADC counts to physical "
             "units first, e.g. ((x - baseline) / gain).float()"
         )
     if x.shape[1] != in_channels:
-        raise ConfigError(
+        raise ShapeError(
             f"{name} was built for in_channels={in_channels}, got {x.shape[1]} channels (shape "
             f"{tuple(x.shape)}); build the encoder with in_channels={x.shape[1]} or select channels"
         )
     if x.shape[2] < min_samples:
-        raise ConfigError(
+        raise ShapeError(
             f"{name} needs at least {min_samples} samples per item, got T={x.shape[2]}; use longer "
             "windows or a configuration with less down-sampling"
         )

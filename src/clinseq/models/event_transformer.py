@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.models.attention import TransformerBlock
 from clinseq.models.base import Encoder, check_choice, check_positive
 
@@ -125,36 +125,36 @@ class EventTransformer(Encoder):
 
     def _check(self, batch: Mapping[str, torch.Tensor]) -> None:
         if not isinstance(batch, Mapping):
-            raise ConfigError(
+            raise ShapeError(
                 f"EventTransformer expects a dict batch with keys {_KEYS}, got {type(batch).__name__}; build "
                 "it with clinseq.data.event_sequences"
             )
         missing = [k for k in _KEYS if k not in batch]
         if missing:
-            raise ConfigError(
+            raise ShapeError(
                 f"EventTransformer batch lacks {missing}; expected keys {_KEYS}, got {sorted(batch)}"
             )
         shape = tuple(batch["codes"].shape)
         if len(shape) != 2:
-            raise ConfigError(f"batch['codes'] must have shape (B, L), got {shape}")
+            raise ShapeError(f"batch['codes'] must have shape (B, L), got {shape}")
         for key in _KEYS[1:]:
             if tuple(batch[key].shape) != shape:
-                raise ConfigError(
+                raise ShapeError(
                     f"batch['{key}'] must have the shape of batch['codes'] {shape}, "
                     f"got {tuple(batch[key].shape)}"
                 )
         codes = batch["codes"]
         if codes.is_floating_point() or codes.dtype == torch.bool:
-            raise ConfigError(f"batch['codes'] must be an integer tensor (int64), got {codes.dtype}")
+            raise ShapeError(f"batch['codes'] must be an integer tensor (int64), got {codes.dtype}")
         for key in ("value_mask", "padding_mask"):
             if batch[key].dtype != torch.bool:
-                raise ConfigError(
+                raise ShapeError(
                     f"batch['{key}'] must be bool, got {batch[key].dtype}; use batch['{key}'].bool()"
                 )
         if codes.device.type == "cpu" and codes.numel():
             low, high = int(codes.min()), int(codes.max())
             if low < 0 or high >= self.vocab_size:
-                raise ConfigError(
+                raise ShapeError(
                     f"batch['codes'] must lie in [0, vocab_size={self.vocab_size}), got [{low}, {high}]; "
                     "build the encoder with vocab_size=len(vocabulary)"
                 )

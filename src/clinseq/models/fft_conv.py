@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 
 __all__ = ["fast_fft_length", "fft_conv"]
 
@@ -50,7 +50,7 @@ def fast_fft_length(n: int) -> int:
 
 def _check_kernel(k: torch.Tensor, channels: int, name: str) -> None:
     if k.ndim != 2 or k.shape[0] != channels or k.shape[1] < 1:
-        raise ConfigError(
+        raise ShapeError(
             f"fft_conv: {name} must have shape (H, K) = (channels, taps) with H={channels} and K >= 1, got "
             f"{tuple(k.shape)}"
         )
@@ -70,7 +70,7 @@ def fft_conv(
         y (B, H, L) in u's dtype (see the module docstring for the formula).
     """
     if u.ndim != 3:
-        raise ConfigError(f"fft_conv expects u of shape (B, H, L), got {tuple(u.shape)}")
+        raise ShapeError(f"fft_conv expects u of shape (B, H, L), got {tuple(u.shape)}")
     _, h, length = u.shape
     _check_kernel(k_causal, h, "k_causal")
     work = torch.float64 if u.dtype == torch.float64 else torch.float32
