@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.models.s4d import S4D, s4d_imag_init
 
 
@@ -127,5 +127,5 @@ def test_bad_arguments_raise() -> None:
         S4D(4, dt_min=0.1, dt_max=0.01)
     with pytest.raises(ConfigError, match="init must be one of"):
         S4D(4, init="legs")
-    with pytest.raises(ConfigError, match=r"expects u of shape \(B, 4, L\)"):
+    with pytest.raises(ShapeError, match=r"expects u of shape \(B, 4, L\)"):
         S4D(4)(torch.randn(1, 3, 10))

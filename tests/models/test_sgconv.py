@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, ShapeError
 from clinseq.models.sgconv import SGConv, sgconv_scales
 
 
@@ -109,5 +109,5 @@ def test_bad_arguments_raise() -> None:
         SGConv(4, decay=1.5)
     with pytest.raises(ConfigError, match="interpolation must be one of"):
         SGConv(4, interpolation="cubic")
-    with pytest.raises(ConfigError, match=r"expects u of shape \(B, 4, L\)"):
+    with pytest.raises(ShapeError, match=r"expects u of shape \(B, 4, L\)"):
         SGConv(4, max_length=64)(torch.randn(1, 3, 10))

@@ -23,6 +23,7 @@ taps, and torch's CPU FFT does not take bfloat16. The result has the input's dty
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from clinseq.errors import ConfigError, ShapeError
 
@@ -90,3 +91,30 @@ def fft_conv(
     u_f = torch.fft.rfft(u.to(work), n=n)
     y = torch.fft.irfft(u_f * k_f, n=n)[..., :length]
     return y.to(u.dtype)
+
+
+class GlobalConvLayer(nn.Module):
+    """Base of the long-kernel layers (S4D, SGConv): ``y = K * u + D u`` for u (B, H, L).
+
+    A subclass sets ``channels`` (H), ``bidirectional`` and the skip ``d`` (H,), and defines
+    ``kernel(length)``: the (1 or 2, H, taps) causal (and anticausal) kernels for an input of ``length``
+    samples. The convolution is :func:`fft_conv`.
+    """
+
+    channels: int
+    bidirectional: bool
+    d: torch.Tensor
+
+    def kernel(self, length: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """y = K * u + D u for u (B, H, L) (causal; plus the anticausal kernel when bidirectional)."""
+        if u.ndim != 3 or u.shape[1] != self.channels:
+            raise ShapeError(
+                f"{type(self).__name__}({self.channels}) expects u of shape (B, {self.channels}, L), got "
+                f"{tuple(u.shape)}"
+            )
+        k = self.kernel(u.shape[-1])
+        y = fft_conv(u, k[0], k[1] if self.bidirectional else None)
+        return y + self.d.to(y.dtype)[:, None] * u

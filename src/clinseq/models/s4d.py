@@ -40,7 +40,7 @@ from torch import nn
 
 from clinseq.errors import ConfigError
 from clinseq.models.base import check_choice, check_positive
-from clinseq.models.fft_conv import fft_conv
+from clinseq.models.fft_conv import GlobalConvLayer
 
 __all__ = ["S4D", "s4d_imag_init"]
 
@@ -78,7 +78,7 @@ def _vandermonde(c_tilde: torch.Tensor, dt_a: torch.Tensor, start: int, length: 
     return 2 * k.transpose(0, 1)
 
 
-class S4D(nn.Module):
+class S4D(GlobalConvLayer):
     """Diagonal state-space convolution layer; ``forward(u: (B, H, L)) -> (B, H, L)``.
 
     Args:
@@ -155,13 +155,3 @@ class S4D(nn.Module):
         step = max(1, _VANDERMONDE_ELEMENTS // (self.channels * c_tilde.shape[0]))
         parts = [_vandermonde(c_tilde, dt_a, a, min(step, n_taps - a)) for a in range(0, n_taps, step)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """y = K * u + D u for u (B, H, L) (causal; plus the anticausal kernel when bidirectional)."""
-        if u.ndim != 3 or u.shape[1] != self.channels:
-            raise ConfigError(
-                f"S4D({self.channels}) expects u of shape (B, {self.channels}, L), got {tuple(u.shape)}"
-            )
-        k = self.kernel(u.shape[-1])
-        y = fft_conv(u, k[0], k[1] if self.bidirectional else None)
-        return y + self.d.to(y.dtype)[:, None] * u

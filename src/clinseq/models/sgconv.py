@@ -34,7 +34,7 @@ from torch import nn
 
 from clinseq.errors import ConfigError
 from clinseq.models.base import check_choice, check_positive
-from clinseq.models.fft_conv import fft_conv
+from clinseq.models.fft_conv import GlobalConvLayer
 
 __all__ = ["SGConv", "sgconv_scales"]
 
@@ -64,7 +64,7 @@ def _stretched_sq_norm(w: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
     return ends + pairs.sum(-1, keepdim=True)
 
 
-class SGConv(nn.Module):
+class SGConv(GlobalConvLayer):
     """Multi-scale decaying global convolution; ``forward(u: (B, H, L)) -> (B, H, L)``.
 
     Args:
@@ -137,13 +137,3 @@ class SGConv(nn.Module):
         scales = min(self.n_scales, sgconv_scales(n_taps, self.kernel_dim))
         k = torch.cat([self._scale(i) for i in range(scales)], dim=-1)[..., :n_taps]
         return k / self.kernel_norm
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """y = k * u + D u for u (B, H, L) (causal; plus the anticausal kernel when bidirectional)."""
-        if u.ndim != 3 or u.shape[1] != self.channels:
-            raise ConfigError(
-                f"SGConv({self.channels}) expects u of shape (B, {self.channels}, L), got {tuple(u.shape)}"
-            )
-        k = self.kernel(u.shape[-1])
-        y = fft_conv(u, k[0], k[1] if self.bidirectional else None)
-        return y + self.d.to(y.dtype)[:, None] * u
