@@ -8,6 +8,8 @@ keyword mapping was checked before by :func:`clinseq.train.config.validate_compo
 from __future__ import annotations
 
 import inspect
+import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from clinseq.data.event_pairs import ECGContextPairs, PatientEventPairs, collate
 from clinseq.data.event_sequences import CodeVocabulary, ValueNormalizer
 from clinseq.data.registry import SAMPLERS
 from clinseq.data.splits import assert_no_leakage, patient_split, ptbxl_split, split_of_store
-from clinseq.errors import ConfigError
+from clinseq.errors import ConfigError, LockHeldError
 from clinseq.models import ProjectionHead
 from clinseq.models.registry import ENCODERS
 from clinseq.train.checks import check_kwargs, unknown_key
@@ -120,9 +122,14 @@ def build_views(
 
 # -- store and split ------------------------------------------------------------------------------------
 def prepare_store(
-    config: PretrainConfig, ctx: DistContext | None = None, progress: bool = True
+    config: PretrainConfig, ctx: DistContext | None = None, progress: bool = True, poll_s: float = 2.0
 ) -> TimelineStore:
-    """Open ``data.store``; convert it from ``data.root`` first when it does not exist (rank 0 only)."""
+    """Open ``data.store``; convert it from ``data.root`` first when it does not exist (rank 0 only).
+
+    When another process is converting the same store (its lock is held, e.g. two seeds of a recipe
+    started at once), this waits for it, polling every ``poll_s`` seconds, and opens the store it wrote
+    instead of failing; if that process dies before finishing, this one resumes the conversion.
+    """
     from clinseq.timeline import TimelineStore
 
     ctx = ctx or DistContext()
@@ -141,7 +148,7 @@ def prepare_store(
                 "point data.root at the source dataset, e.g. --set data.root={data}/ptbxl"
             )
         if ctx.is_main:
-            _convert(data, root, store_path, progress)
+            _convert_or_wait(data, root, store_path, progress, poll_s)
         barrier(ctx)
     return TimelineStore.open(store_path)
 
@@ -154,6 +161,23 @@ def check_eval_store(config: PretrainConfig, store: TimelineStore) -> None:
 
     for name in config.eval.tasks:
         get_task(name).check_store(store)
+
+
+def _convert_or_wait(data: DataConfig, root: Path, out: Path, progress: bool, poll_s: float) -> None:
+    """Convert ``out``, or wait for the process already converting it (its lock held) to finish."""
+    waiting_since = None
+    while not (out / "manifest.json").exists():
+        try:
+            _convert(data, root, out, progress)
+            return
+        except LockHeldError as exc:
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                print(f"clinseq: {exc}; waiting for it and reusing its store", file=sys.stderr, flush=True)
+            time.sleep(poll_s)
+    if waiting_since is not None:
+        waited = time.monotonic() - waiting_since
+        print(f"clinseq: store {out} is ready after waiting {waited:.0f} s", file=sys.stderr, flush=True)
 
 
 def _convert(data: DataConfig, root: Path, out: Path, progress: bool) -> Path:

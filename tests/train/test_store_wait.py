@@ -1,0 +1,49 @@
+"""Two runs that need the same missing store: the second waits for the first's conversion and reuses it."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from clinseq.timeline import TimelineStore
+from clinseq.timeline.lock import FolderLock
+from clinseq.train import load_config, prepare_store
+
+
+def test_prepare_store_waits_for_the_run_converting_it(ptbxl_root: Path, ptbxl_store, tmp_path, capsys):
+    target = tmp_path / "stores" / "ptbxl100"
+    config = load_config(
+        values={
+            "data": {
+                "source": "ptbxl",
+                "root": str(ptbxl_root),
+                "store": str(target),
+                "sampling_rate_hz": 100,
+            }
+        }
+    )
+    # "Another run" holds the store target's lock, as StoreWriter does while it converts.
+    lock = FolderLock(target.parent / f"{target.name}.lock", f"store target {target}").acquire()
+    opened: list[TimelineStore] = []
+    waiter = threading.Thread(
+        target=lambda: opened.append(prepare_store(config, progress=False, poll_s=0.05))
+    )
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.5)
+    assert waiter.is_alive() and not opened, "prepare_store must wait while the store's lock is held"
+    # The other run finishes: its store appears whole (written beside, then renamed, as StoreWriter does),
+    # then its lock is released.
+    shutil.copytree(ptbxl_store.path, tmp_path / "stores" / "ptbxl100.tmp-other")
+    (tmp_path / "stores" / "ptbxl100.tmp-other").rename(target)
+    lock.release()
+    waiter.join(timeout=60)
+    assert not waiter.is_alive()
+    assert time.monotonic() - started >= 0.5
+    (store,) = opened
+    assert store.path == target
+    assert store.recordings.height == ptbxl_store.recordings.height
+    err = capsys.readouterr().err
+    assert "waiting for it and reusing its store" in err and "is ready after waiting" in err
