@@ -161,7 +161,7 @@ class CsvChunks:
         schema = pl.Schema({name: pl.String for name in self.header})
         picks = [self.header.index(c) for c in columns]
         for block in self.blocks():
-            if not block.strip():
+            if not block or block.isspace():  # isspace stops at the first other byte: no copy of the block
                 continue
             try:
                 frame = pl.read_csv(block, has_header=False, schema=schema, columns=picks)
