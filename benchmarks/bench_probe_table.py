@@ -156,6 +156,38 @@ def read_curves(folder: Path) -> dict[str, list]:
     return curves
 
 
+#: The plateau criterion: the loss fell by less than this share of its whole fall (mean of the first 10 %
+#: of logged steps → mean of the last 20 %) during the last 20 % of the run (mean of steps 60–80 % → mean of
+#: steps 80–100 %). A loss still falling at a constant rate would give ≈ 20 %; one that has settled, ≈ 0.
+PLATEAU_SHARE = 0.10
+
+
+def plateau(curves: dict[str, list]) -> dict[str, Any]:
+    """Whether the pretraining loss reached a plateau within the run (:data:`PLATEAU_SHARE`): window means
+    of the logged loss, the share of the fall in the last 20 % of the run, and the verdict (None with
+    fewer than 10 logged steps or a loss that did not fall)."""
+    loss = [v for v in curves.get("loss", []) if v is not None and math.isfinite(v)]
+    n = len(loss)
+    if n < 10:
+        return {"n_logged": n, "plateau": None}
+
+    def window(a: float, b: float) -> float:
+        part = loss[int(a * n) : max(int(b * n), int(a * n) + 1)]
+        return sum(part) / len(part)
+
+    first, before, last = window(0.0, 0.1), window(0.6, 0.8), window(0.8, 1.0)
+    fall = first - last
+    share = (before - last) / fall if fall > 0 else None
+    return {
+        "n_logged": n,
+        "loss_first_10pct": first,
+        "loss_60_80pct": before,
+        "loss_last_20pct": last,
+        "share_of_fall_in_last_20pct": share,
+        "plateau": None if share is None else share < PLATEAU_SHARE,
+    }
+
+
 def read_probe(path: Path, pretrained: str = "pretrained") -> dict[str, dict[str, Any]]:
     """fraction → AUROC/AUPRC of both rows and their paired Δ (point, low, high), from one probe JSON."""
     payload = json.loads(Path(path).read_text())
@@ -199,7 +231,8 @@ def aggregate(
                 missing.append(f"{recipe} seed {seed}")
                 continue
             probes = {t: read_probe(p) for t, p in zip(tasks, eval_paths(folder, seed, tasks), strict=True)}
-            entry["seeds"][str(seed)] = {"probe": probes, "curves": read_curves(folder)}
+            curves = read_curves(folder)
+            entry["seeds"][str(seed)] = {"probe": probes, "curves": curves, "plateau": plateau(curves)}
         for task in tasks_of[recipe]:
             per_fraction: dict[str, dict[str, float | None]] = {}
             for s in entry["seeds"].values():
@@ -238,6 +271,17 @@ def format_rows(result: dict[str, Any]) -> str:
                     f"{recipe} | {task} | {fraction} | {'; '.join(cells)} | "
                     f"{'' if ma is None else f'{ma:+.3f}'} | {'' if mp is None else f'{mp:+.3f}'}"
                 )
+    lines.append(
+        f"loss plateau (share of the loss's fall in the last 20 % of steps < {PLATEAU_SHARE:.0%}), per seed:"
+    )
+    for recipe, entry in result["recipes"].items():
+        cells = []
+        for seed, s in entry["seeds"].items():
+            p = s.get("plateau") or {}
+            share = p.get("share_of_fall_in_last_20pct")
+            verdict = {True: "plateau", False: "still falling", None: "n/a"}[p.get("plateau")]
+            cells.append(f"s{seed} {verdict}" + ("" if share is None else f" ({share:.0%})"))
+        lines.append(f"{recipe}: {'; '.join(cells)}")
     if result["missing"]:
         lines.append(f"not finished: {', '.join(result['missing'])}")
     return "\n".join(lines)

@@ -128,3 +128,18 @@ def test_a_profile_missing_from_a_recipe_is_an_error_before_any_run(bench) -> No
     with pytest.raises(SystemExit, match="profile 'nonexistent' is not defined in recipes/ptbxl/pclr.yaml"):
         bench.check_profiles([REPO / "recipes/ptbxl/pclr.yaml"], "nonexistent")
     bench.check_profiles([REPO / "recipes/ptbxl" / f"{r}.yaml" for r in bench.MODALITIES["ptbxl"][1]], "cpu")
+
+
+def test_plateau_tells_a_settled_loss_from_one_still_falling(bench) -> None:
+    steps = list(range(10, 410, 10))  # 40 logged steps
+    settled = [1.0 + 4.0 * 0.8**i for i in range(40)]  # exponential: ~0 of its fall in the last 20 %
+    falling = [5.0 - 0.1 * i for i in range(40)]  # linear: ~20 % of its fall in the last 20 %
+    a = bench.plateau({"step": steps, "loss": settled})
+    b = bench.plateau({"step": steps, "loss": falling})
+    assert a["plateau"] is True and a["share_of_fall_in_last_20pct"] < 0.01
+    assert b["plateau"] is False and b["share_of_fall_in_last_20pct"] == pytest.approx(
+        0.8 / 3.4
+    )  # (2.25 - 1.45) / (4.85 - 1.45)
+    assert b["loss_first_10pct"] == pytest.approx(sum(falling[:4]) / 4)
+    assert bench.plateau({"step": steps[:5], "loss": falling[:5]})["plateau"] is None  # too short to tell
+    assert bench.plateau({"step": steps, "loss": [1.0] * 40})["plateau"] is None  # never fell
