@@ -17,6 +17,7 @@ import argparse
 import fcntl
 import importlib.util
 import json
+import os
 import resource
 import shutil
 import sys
@@ -73,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         row["command"] = (
             f"python benchmarks/bench_step_cost.py --profile {args.profile} --steps {args.steps} {recipe}"
         )
-        row["machine"] = "2-core CPU shared with ~7 other helpers; CPU time, not wall time, sizes the budget"
+        row["machine"] = (
+            f"{os.cpu_count()}-core CPU, 1-min load average {os.getloadavg()[0]:.1f} at the end of the run; "
+            "CPU time, not wall time, sizes the budget"
+        )
         with open(
             ROOT / "runs" / "step_cost" / ".lock", "w"
         ) as lock:  # several recipes may be measured at once
