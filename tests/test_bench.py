@@ -291,6 +291,17 @@ def test_ehr_scaling_series_and_resume_after_kill(tmp_path):
     assert [r["copies"] for r in rows] == [1, 2]
     assert rows[1]["source_rows"] == 2 * rows[0]["source_rows"] and rows[1]["subjects"] == 200
     assert all(r["peak_rss_mib"] > 0 and r["table_step_s"] and r["shard_step_s"] for r in rows)
+    for r in rows:  # the gap to 2 M rows/s, per row and per step, from this run's own figures
+        gap = r["gap"]
+        assert gap["cpu_us_per_row"] == pytest.approx(r["cpu_s"] / r["source_rows"] * 1e6, rel=0.01)
+        assert gap["ceiling_rows_per_s_on_2_cores"] == pytest.approx(
+            2 * r["source_rows"] / r["cpu_s"], rel=0.01
+        )
+        assert gap["cpu_us_per_row_allowed_by_target"] == 1.0
+        assert set(gap["step_thread_us_per_row"]) == {f"table {k}" for k in r["table_step_s"]} | {
+            f"shard {k}" for k in r["shard_step_s"]
+        }
+    assert rows[-1]["floors"]["gzip_decompress_only"]["cpu_us_per_row"] > 0
     resume = payload["resume_after_kill"]
     assert resume["identical"] and all(resume["files_identical"].values())
     assert list(work.iterdir()) == []  # inputs and stores deleted

@@ -281,6 +281,30 @@ def assess(conversions: list[dict], floors: dict, slices: list[dict]) -> dict:
 
 
 # -- the scaling series (issue 16) -------------------------------------------------------------------------
+#: The rows/s target of issue 16 on 2 cores, and the CPU per source row it allows with both cores busy.
+TARGET_ROWS_PER_S = 2_000_000
+TARGET_CORES = 2
+
+
+def gap_to_target(row: dict) -> dict[str, Any]:
+    """Where one conversion's CPU goes, per source row, against what :data:`TARGET_ROWS_PER_S` on
+    :data:`TARGET_CORES` cores allows: the whole conversion's CPU µs per row, the ceiling that CPU cost
+    puts on rows/s with both cores fully busy, and each step's thread-µs per row (table steps: ``read``
+    is waiting for the next parsed block, ``build`` typed columns and events, ``stage`` codes numbered
+    and appended; shard steps: gather, sort, MEDS Parquet, ``events.arrow``)."""
+    rows = row["source_rows"]
+    per_row = {
+        **{f"table {k}": v for k, v in (row.get("table_step_s") or {}).items()},
+        **{f"shard {k}": v for k, v in (row.get("shard_step_s") or {}).items()},
+    }
+    return {
+        "cpu_us_per_row": round(row["cpu_s"] / rows * 1e6, 3),
+        "ceiling_rows_per_s_on_2_cores": round(TARGET_CORES * rows / row["cpu_s"]),
+        "cpu_us_per_row_allowed_by_target": round(TARGET_CORES / TARGET_ROWS_PER_S * 1e6, 3),
+        "step_thread_us_per_row": {k: round(v / rows * 1e6, 3) for k, v in per_row.items()},
+    }
+
+
 def _same_store(a: Path, b: Path) -> dict[str, bool]:
     """Whether two stores hold the same events: ``events.arrow`` (every column, in order), every MEDS
     shard, the index, the code lists, the splits and patients (values, not file bytes)."""
@@ -432,6 +456,7 @@ def run_scaling(
                 "input_mib": round(input_mib, 1),
                 **one,
             }
+            one["gap"] = gap_to_target(one)
             if k == max(copies) and not plain_csv:
                 inflate = decompression_floor(src)
                 parse = parse_floor(src)
@@ -439,10 +464,12 @@ def run_scaling(
                     "gzip_decompress_only": {
                         **inflate,
                         "source_rows_per_s": one["source_rows"] / inflate["seconds"],
+                        "cpu_us_per_row": inflate["cpu_s"] / one["source_rows"] * 1e6,
                     },
                     "read_needed_columns_only": {
                         **parse,
                         "source_rows_per_s": one["source_rows"] / parse["seconds"],
+                        "cpu_us_per_row": parse["cpu_s"] / one["source_rows"] * 1e6,
                     },
                 }
             if resume_check == k:
@@ -477,11 +504,25 @@ def run_scaling(
             "load_avg_1min_before",
         ],
     )
+    steps = sorted({k for r in rows for k in r["gap"]["step_thread_us_per_row"]})
+    print(
+        "where the time goes (µs per source row; the target allows "
+        f"{rows[0]['gap']['cpu_us_per_row_allowed_by_target']} CPU µs per row on {TARGET_CORES} cores)"
+    )
+    print_table(
+        [
+            {"copies": r["copies"], "cpu_us_per_row": r["gap"]["cpu_us_per_row"],
+             "ceiling_rows_per_s": r["gap"]["ceiling_rows_per_s_on_2_cores"],
+             **{s: r["gap"]["step_thread_us_per_row"].get(s) for s in steps}}
+            for r in rows
+        ],
+        ["copies", "cpu_us_per_row", "ceiling_rows_per_s", *steps],
+    )  # fmt: skip
     first, last = rows[0], rows[-1]
     assessment = {
         "peak_rss_ratio_largest_to_smallest": round(last["peak_rss_mib"] / first["peak_rss_mib"], 3),
         "peak_rss_within_10_percent": last["peak_rss_mib"] <= 1.1 * first["peak_rss_mib"],
-        "rows_per_s_target_met": {r["copies"]: r["source_rows_per_s"] >= 2_000_000 for r in rows},
+        "rows_per_s_target_met": {r["copies"]: r["source_rows_per_s"] >= TARGET_ROWS_PER_S for r in rows},
         "resume_identical": None if resume is None else resume["identical"],
     }
     print(f"assessment: {assessment}")
@@ -518,7 +559,8 @@ def run_scaling(
             "shard_step_s": "seconds of the shard threads per step, summed over shards",
             "runs_wall_s": "seconds",
             "runs_cpu_s": "CPU seconds",
-            "floors": "seconds, CPU seconds, bytes, rows, rows per second",
+            "floors": "seconds, CPU seconds, bytes, rows, rows per second, CPU µs per source row",
+            "gap": "CPU µs per source row, rows per second, thread-µs per source row per step",
             "resume_after_kill": "seconds, counts, booleans",
             "assessment": "ratio, booleans",
             "memory_budget": "bytes, events",
