@@ -287,6 +287,45 @@ def format_rows(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(result: dict[str, Any]) -> str:
+    """The README's table: per recipe and task, Δ macro AUROC per seed at each label fraction (with the
+    seeds' mean), and the plateau verdict per seed."""
+    fractions = sorted(
+        {f for e in result["recipes"].values() for t in e["mean_over_seeds"].values() for f in t}, key=float
+    )
+    head = ["objective", "task", *(f"Δ AUROC at {float(f):.0%} labels" for f in fractions), "loss plateau"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for recipe, entry in result["recipes"].items():
+        seeds = list(entry["seeds"])
+        for task, per_fraction in entry["mean_over_seeds"].items():
+            cells = []
+            for f in fractions:
+                points = []
+                for seed in seeds:
+                    d = entry["seeds"][seed]["probe"][task].get(f, {}).get("delta_auroc") or {}
+                    points.append("–" if d.get("point") is None else f"{d['point']:+.3f}")
+                mean = (per_fraction.get(f) or {}).get("delta_auroc")
+                cells.append(" / ".join(points) + ("" if mean is None else f" (mean {mean:+.3f})"))
+            verdicts = []
+            for seed in seeds:
+                p = entry["seeds"][seed].get("plateau") or {}
+                share = p.get("share_of_fall_in_last_20pct")
+                verdicts.append({True: "yes", False: "no", None: "n/a"}[p.get("plateau")] + (
+                    "" if share is None else f" ({share:.0%})"
+                ))  # fmt: skip
+            lines.append(f"| {recipe} | {task} | " + " | ".join(cells) + f" | {' / '.join(verdicts)} |")
+    seeds = ", ".join(str(s) for s in result["seeds"])
+    lines.append("")
+    lines.append(
+        f"Seeds {seeds} (values per seed, in that order). Loss plateau: the share of the loss's fall "
+        "(first 10 % of logged steps → last 20 %) that happened in the last 20 % of the run; "
+        f"< {PLATEAU_SHARE:.0%} = yes."
+    )
+    if result["missing"]:
+        lines.append(f"Not finished: {', '.join(result['missing'])}.")
+    return "\n".join(lines)
+
+
 def plot(result: dict[str, Any], path: Path) -> Path | None:
     """Δ AUROC vs label fraction (per-seed CIs) beside the loss and retrieval curves."""
     try:
@@ -356,6 +395,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--jobs", type=int, default=1, help="child runs at once (default 1)")
     parser.add_argument("--aggregate-only", action="store_true", help="only read finished runs, train none")
+    parser.add_argument(
+        "--markdown", action="store_true", help="also print the table as Markdown (the README's)"
+    )
     parser.add_argument("--background", action="store_true", help="detach and log to --log")
     parser.add_argument(
         "--log", type=Path, help="log file of --background (default <runs-dir>/bench_probe_table.log)"
@@ -409,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=1))
     figure = plot(result, args.results_dir / f"{stem}.png")
     print(format_rows(result))
+    if args.markdown:
+        print(format_markdown(result))
     _log(f"wrote {out}" + (f" and {figure}" if figure else ""))
     return 0 if not result["missing"] else 1
 

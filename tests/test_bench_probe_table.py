@@ -120,6 +120,12 @@ def test_aggregate_reads_deltas_cis_and_curves_and_lists_missing_runs(bench, tmp
     table = bench.format_rows(result)
     assert "pclr | ptbxl/superdiagnostic | 1 | s0 +0.060 [+0.010, +0.110]; s1 -0.020" in table
     assert "not finished: pmq seed 1" in table
+    markdown = bench.format_markdown(result)
+    assert (
+        "| pclr | ptbxl/superdiagnostic | +0.020 / +0.040 (mean +0.030) | +0.060 / -0.020 (mean +0.020) |"
+        in markdown
+    )
+    assert "Not finished: pmq seed 1." in markdown
     figure = bench.plot(result, tmp_path / "table.png")
     assert figure is None or figure.stat().st_size > 0
 
