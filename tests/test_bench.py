@@ -305,3 +305,22 @@ def test_ehr_scaling_series_and_resume_after_kill(tmp_path):
     resume = payload["resume_after_kill"]
     assert resume["identical"] and all(resume["files_identical"].values())
     assert list(work.iterdir()) == []  # inputs and stores deleted
+
+
+def test_ehr_suite_writes_every_figure_with_its_unit(tmp_path):
+    """The conversion suite end to end at a small scale (the demo, and demo x1 as the "large" input with
+    its floors): its JSON holds every figure with a unit (per-step timings included) and the assessment
+    computed from the measured conversion."""
+    from clinseq.bench import ehr
+    from clinseq.utils import data_root
+
+    if not (data_root() / "mimic_iv_demo" / "hosp" / "patients.csv.gz").exists():
+        pytest.skip("needs the MIMIC-IV demo under $CLINSEQ_DATA/mimic_iv_demo")
+    out = ehr.run(quick=True, copies=1, slices=200, out_dir=tmp_path / "results")
+    payload = json.loads(out["json"].read_text())
+    assert missing_units(payload) == []
+    large = payload["conversion"][-1]
+    assert large["table_step_s"] and large["shard_step_s"] and large["peak_rss_mib"] > 0
+    assert payload["assessment"]["cpu_us_per_source_row"] == pytest.approx(
+        large["cpu_s"] / large["source_rows"] * 1e6, rel=0.01
+    )

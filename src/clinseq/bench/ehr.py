@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from clinseq.bench.harness import need_data, print_table, report, resolve_device, run_in_child
+from clinseq.bench.harness import _proc_field, need_data, print_table, report, resolve_device, run_in_child
 from clinseq.errors import ClinseqError, ConfigError
 
 __all__ = ["convert_in_this_process", "resume_after_kill", "run", "run_scaling"]
@@ -51,6 +51,14 @@ __all__ = ["convert_in_this_process", "resume_after_kill", "run", "run_scaling"]
 #: all ids distinct: the copies' ids stay interleaved in one dense range, as MIMIC-IV's (365 k subjects
 #: over 10 M ids).
 STRIDES = (1, 7, 31, 101, 997, 10_007, 100_003)
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident set in MiB: ``VmHWM`` of its own address space. Not ``ru_maxrss``:
+    Linux carries that across ``exec``, so a child started from a large parent (the series' parent holds
+    the stores it compares) would report the parent's resident set at the fork as its own peak."""
+    peak = _proc_field("/proc/self/status", "VmHWM:")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def convert_in_this_process(
@@ -62,7 +70,7 @@ def convert_in_this_process(
 
     from clinseq.io.mimic_iv import convert_mimic_iv
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = _peak_rss_mib()
     load_before = os.getloadavg()[0]
     cpu0, t0 = time.process_time(), time.perf_counter()
     store = convert_mimic_iv(src, out, progress=False, workers=workers, max_memory=max_memory)
@@ -73,8 +81,8 @@ def convert_in_this_process(
         "cpu_s": cpu,
         "source_rows": sum(t["source_rows"] for t in manifest["tables"].values()),
         "events": manifest["n_events"],
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_after_imports_mib": rss_before / 1024,
+        "peak_rss_mib": _peak_rss_mib(),
+        "rss_after_imports_mib": rss_before,
         "load_avg_1min_before": load_before,
         "load_avg_1min_after": os.getloadavg()[0],
         "stages_s": manifest["timings_s"],
@@ -549,7 +557,7 @@ def run_scaling(
             "cpu_s": "CPU seconds of the converting process (all threads)",
             "source_rows_per_s": "source rows per wall-clock second",
             "source_rows_per_cpu_s": "source rows per CPU second",
-            "peak_rss_mib": "MiB (max resident set size of the converting process)",
+            "peak_rss_mib": "MiB (peak resident set, VmHWM, of the converting process)",
             "rss_after_imports_mib": "MiB",
             "load_avg_1min_before": "1-minute load average before the run",
             "load_avg_1min_after": "1-minute load average after the run",
@@ -692,7 +700,7 @@ def run(
             "wall_s": "seconds",
             "cpu_s": "CPU seconds of the converting process (all threads)",
             "source_rows_per_s": "source CSV rows per wall-clock second",
-            "peak_rss_mib": "MiB (max resident set size of the converting process)",
+            "peak_rss_mib": "MiB (peak resident set, VmHWM, of the converting process)",
             "slices_per_s": "patient_events calls per second, one thread",
             "us_per_slice": "microseconds (wall clock)",
             "cpu_us_per_slice": "microseconds of the querying thread's CPU time",
@@ -703,6 +711,9 @@ def run(
             "load_avg_1min_after": "1-minute load average after the run",
             "stages_s": "seconds of wall clock per conversion stage",
             "table_s": "seconds of wall clock per source table (tables run in parallel)",
+            "table_step_s": "seconds of the table threads per step, summed over tables",
+            "shard_step_s": "seconds of the shard threads per step, summed over shards",
+            "subjects": "subjects with events",
             "runs_wall_s": "seconds (every repeat)",
             "runs_cpu_s": "CPU seconds (every repeat)",
             "source_rows_per_cpu_s": "source rows per CPU second",
