@@ -38,6 +38,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from clinseq.data.views import View
 from clinseq.errors import ConfigError, StoreError
+from clinseq.timeline.calibration import exact_in_float32
 
 if TYPE_CHECKING:
     from clinseq.timeline import TimelineStore
@@ -172,6 +173,19 @@ class WindowDataset(Dataset):
         # Channel-index arguments for read_window: None (all, a pure view) when nothing is selected.
         self._all_channels = channels is None
         self._base_t, self._gain_t = torch.from_numpy(self._baseline), torch.from_numpy(self._gain)
+        # Recordings whose batches may be calibrated in float32 with the float64 rule's bits
+        # (clinseq.timeline.calibration); a batch takes that path when all its recordings may.
+        row_dtypes = (
+            rec["sample_dtype"].to_list() if "sample_dtype" in rec.columns else ["float64"] * rec.height
+        )
+        self._exact32 = np.array(
+            [
+                exact_in_float32(g, b, str(d))
+                for g, b, d in zip(self._gain, self._baseline, row_dtypes, strict=True)
+            ],
+            dtype=bool,
+        )
+        self._base32_t, self._gain32_t = self._base_t.to(torch.float32), self._gain_t.to(torch.float32)
         # Per process (memory maps are per process): each recording's ADC samples as a (C, n_samples) view
         # of the store's map, made on first use, so that a window is one slice (no read_window call).
         self._views_pid = -1
@@ -329,8 +343,10 @@ class WindowDataset(Dataset):
         physical = self.units == "physical"
         shape = (n, self.n_channels, length)
         lease, out_tensor, out = _allocate(shape, self._out_dtype, share)
-        # Physical values are computed in a float64 scratch (exact for every ADC width) and rounded once.
-        adc = np.empty(shape, np.float64) if physical else out
+        # Physical values are computed in a float64 scratch (exact for every ADC width) and rounded once,
+        # or straight into the float32 output where that gives the same bits.
+        exact32 = physical and bool(self._exact32[rows].all())
+        adc = np.empty(shape, np.float64) if physical and not exact32 else out
         views = self._recording_views()
         masked = []
         for i, (row, start) in enumerate(zip(rows.tolist(), starts.tolist(), strict=True)):
@@ -347,9 +363,12 @@ class WindowDataset(Dataset):
         if physical:
             # (adc - baseline) / gain in float64, the store's own rule, bit for bit, in two torch passes over
             # the batch (numpy's broadcasting in place is several times slower), then one rounding.
-            adc_t = torch.from_numpy(adc)
-            adc_t.sub_(self._base_t[rows].unsqueeze(2)).div_(self._gain_t[rows].unsqueeze(2))
-            out_tensor.copy_(adc_t)
+            if exact32:
+                out_tensor.sub_(self._base32_t[rows].unsqueeze(2)).div_(self._gain32_t[rows].unsqueeze(2))
+            else:
+                adc_t = torch.from_numpy(adc)
+                adc_t.sub_(self._base_t[rows].unsqueeze(2)).div_(self._gain_t[rows].unsqueeze(2))
+                out_tensor.copy_(adc_t)
             for i in masked:
                 row = rows[i]
                 ch = None if self._all_channels else self._channel_index[row]

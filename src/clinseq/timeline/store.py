@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from clinseq.errors import StoreError
+from clinseq.timeline.calibration import exact_in_float32, to_physical
 from clinseq.timeline.events import EVENTS_INDEX
 from clinseq.timeline.events_read import EventIndex
 from clinseq.timeline.writer import (
@@ -231,6 +232,15 @@ class TimelineStore:
         baseline = rec["baseline"].explode().to_numpy().astype(np.float64) if rec.height else np.zeros(0)
         self._baseline = baseline
         self._gain = gain
+        # Per recording: float32 calibration gives the float64 rule's bits (any channel subset of it too).
+        dtypes = rec["sample_dtype"].to_list() if "sample_dtype" in rec.columns else [""] * rec.height
+        self._exact32 = np.array(
+            [
+                exact_in_float32(gain[lo:hi], baseline[lo:hi], str(dtype))
+                for lo, hi, dtype in zip(self._ch_offset[:-1], self._ch_offset[1:], dtypes, strict=True)
+            ],
+            dtype=bool,
+        )
         # Recordings whose data hold the "missing sample" sentinel: physical reads mask them to NaN.
         self._invalid: dict[int, np.ndarray] = {}
         if "adc_invalid" in rec.columns:
@@ -310,11 +320,9 @@ class TimelineStore:
         if units != "physical":
             raise ValueError(f"units must be 'physical' or 'adc', got {units!r}")
         # One precision rule for every sample type: (adc - baseline) / gain in float64 (exact for int16
-        # and int32 ADC values, as wfdb and mne compute it), then rounded once to float32.
-        physical = window.astype(np.float64)  # in place from here: ~10× faster than a mixed-type expression
-        physical -= baseline[:, None]
-        physical /= gain[:, None]
-        physical = physical.astype(np.float32)
+        # and int32 ADC values, as wfdb and mne compute it), then rounded once to float32; float32
+        # arithmetic where it gives the same bits (clinseq.timeline.calibration).
+        physical = to_physical(window, baseline, gain, bool(self._exact32[i]))
         if invalid is not None:
             physical[window == invalid[:, None]] = np.nan
         return physical
