@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from clinseq.timeline import TimelineStore
 from clinseq.timeline.lock import FolderLock
 from clinseq.train import load_config, prepare_store
@@ -47,3 +49,41 @@ def test_prepare_store_waits_for_the_run_converting_it(ptbxl_root: Path, ptbxl_s
     assert store.recordings.height == ptbxl_store.recordings.height
     err = capsys.readouterr().err
     assert "waiting for it and reusing its store" in err and "is ready after waiting" in err
+
+
+def test_a_store_finished_between_the_check_and_the_conversion_is_reused(
+    ptbxl_root: Path, ptbxl_store, tmp_path, monkeypatch
+):
+    """The other run renames its store into place and releases its lock after this run looked for the
+    store and before it started converting: the writer then refuses the existing folder, and the store
+    the other run finished is opened instead."""
+    from clinseq.errors import StoreError
+    from clinseq.train import builders
+
+    target = tmp_path / "stores" / "ptbxl100"
+    config = load_config(
+        values={
+            "data": {
+                "source": "ptbxl",
+                "root": str(ptbxl_root),
+                "store": str(target),
+                "sampling_rate_hz": 100,
+            }
+        }
+    )
+
+    def finished_meanwhile(data, root, out, progress):
+        shutil.copytree(ptbxl_store.path, out)
+        raise StoreError(f"{out} already exists: remove it or choose another output folder")
+
+    monkeypatch.setattr(builders, "_convert", finished_meanwhile)
+    store = prepare_store(config, progress=False, poll_s=0.01)
+    assert store.path == target and store.recordings.height == ptbxl_store.recordings.height
+
+    def broken(data, root, out, progress):  # any other store error is not swallowed
+        raise StoreError(f"{out}: the source is damaged")
+
+    monkeypatch.setattr(builders, "_convert", broken)
+    config.data.store = str(tmp_path / "stores" / "other")
+    with pytest.raises(StoreError, match="damaged"):
+        prepare_store(config, progress=False, poll_s=0.01)

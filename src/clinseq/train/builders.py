@@ -27,7 +27,7 @@ from clinseq.data.event_pairs import ECGContextPairs, PatientEventPairs, collate
 from clinseq.data.event_sequences import CodeVocabulary, ValueNormalizer
 from clinseq.data.registry import SAMPLERS
 from clinseq.data.splits import assert_no_leakage, patient_split, ptbxl_split, split_of_store
-from clinseq.errors import ConfigError, LockHeldError
+from clinseq.errors import ConfigError, LockHeldError, StoreError
 from clinseq.models import ProjectionHead
 from clinseq.models.registry import ENCODERS
 from clinseq.train.checks import check_kwargs, unknown_key
@@ -170,6 +170,10 @@ def _convert_or_wait(data: DataConfig, root: Path, out: Path, progress: bool, po
         try:
             _convert(data, root, out, progress)
             return
+        except StoreError:
+            if (out / "manifest.json").exists():  # finished by the other run since the loop's check
+                break
+            raise
         except LockHeldError as exc:
             if waiting_since is None:
                 waiting_since = time.monotonic()
