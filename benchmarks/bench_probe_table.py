@@ -162,30 +162,50 @@ def read_curves(folder: Path) -> dict[str, list]:
 PLATEAU_SHARE = 0.10
 
 
-def plateau(curves: dict[str, list]) -> dict[str, Any]:
-    """Whether the pretraining loss reached a plateau within the run (:data:`PLATEAU_SHARE`): window means
-    of the logged loss, the share of the fall in the last 20 % of the run, and the verdict (None with
-    fewer than 10 logged steps or a loss that did not fall)."""
-    loss = [v for v in curves.get("loss", []) if v is not None and math.isfinite(v)]
-    n = len(loss)
+def _settled(values: Sequence[float | None], falling: bool) -> dict[str, Any] | None:
+    """Window means of one logged curve (first 10 %, 60–80 %, last 20 % of its points) and the share of
+    its whole change (first 10 % → last 20 %, a fall for a loss, a rise for a retrieval metric) that
+    happened in the last 20 %; None with fewer than 10 points or no change in that direction."""
+    points = [v for v in values if v is not None and math.isfinite(v)]
+    n = len(points)
     if n < 10:
-        return {"n_logged": n, "plateau": None}
+        return None
 
     def window(a: float, b: float) -> float:
-        part = loss[int(a * n) : max(int(b * n), int(a * n) + 1)]
+        part = points[int(a * n) : max(int(b * n), int(a * n) + 1)]
         return sum(part) / len(part)
 
     first, before, last = window(0.0, 0.1), window(0.6, 0.8), window(0.8, 1.0)
-    fall = first - last
-    share = (before - last) / fall if fall > 0 else None
-    return {
-        "n_logged": n,
-        "loss_first_10pct": first,
-        "loss_60_80pct": before,
-        "loss_last_20pct": last,
-        "share_of_fall_in_last_20pct": share,
-        "plateau": None if share is None else share < PLATEAU_SHARE,
+    change = (first - last) if falling else (last - first)
+    late = (before - last) if falling else (last - before)
+    share = late / change if change > 0 else None
+    return {"first_10pct": first, "60_80pct": before, "last_20pct": last, "share_in_last_20pct": share}
+
+
+def plateau(curves: dict[str, list]) -> dict[str, Any]:
+    """Whether pretraining reached a plateau within the run (:data:`PLATEAU_SHARE`): for the loss (its
+    fall) and the first retrieval metric (its rise), the share of the whole change that happened in the
+    last 20 % of the run. A plateau needs both below the threshold (a loss can flatten early while the
+    retrieval metric still climbs); None with fewer than 10 logged steps or a loss that did not fall."""
+    loss = _settled(curves.get("loss", []), falling=True)
+    keys = [k for k in curves if k.startswith(RETRIEVAL_PREFIX)]
+    retrieval = _settled(curves[keys[0]], falling=False) if keys else None
+    out: dict[str, Any] = {"n_logged": len(curves.get("loss", []))}
+    if loss is None or loss["share_in_last_20pct"] is None:
+        return out | {"plateau": None}
+    out |= {
+        "loss_first_10pct": loss["first_10pct"],
+        "loss_60_80pct": loss["60_80pct"],
+        "loss_last_20pct": loss["last_20pct"],
+        "share_of_fall_in_last_20pct": loss["share_in_last_20pct"],
     }
+    verdict = loss["share_in_last_20pct"] < PLATEAU_SHARE
+    if retrieval is not None and retrieval["share_in_last_20pct"] is not None:
+        out["retrieval_metric"] = keys[0]
+        out["retrieval_last_20pct"] = retrieval["last_20pct"]
+        out["share_of_retrieval_rise_in_last_20pct"] = retrieval["share_in_last_20pct"]
+        verdict = verdict and retrieval["share_in_last_20pct"] < PLATEAU_SHARE
+    return out | {"plateau": verdict}
 
 
 def read_probe(path: Path, pretrained: str = "pretrained") -> dict[str, dict[str, Any]]:
@@ -272,15 +292,18 @@ def format_rows(result: dict[str, Any]) -> str:
                     f"{'' if ma is None else f'{ma:+.3f}'} | {'' if mp is None else f'{mp:+.3f}'}"
                 )
     lines.append(
-        f"loss plateau (share of the loss's fall in the last 20 % of steps < {PLATEAU_SHARE:.0%}), per seed:"
+        f"plateau (share of the loss's fall and of the retrieval metric's rise in the last 20 % of steps, "
+        f"both < {PLATEAU_SHARE:.0%}), per seed:"
     )
     for recipe, entry in result["recipes"].items():
         cells = []
         for seed, s in entry["seeds"].items():
             p = s.get("plateau") or {}
-            share = p.get("share_of_fall_in_last_20pct")
-            verdict = {True: "plateau", False: "still falling", None: "n/a"}[p.get("plateau")]
-            cells.append(f"s{seed} {verdict}" + ("" if share is None else f" ({share:.0%})"))
+            share, rise = p.get("share_of_fall_in_last_20pct"), p.get("share_of_retrieval_rise_in_last_20pct")
+            verdict = {True: "plateau", False: "still changing", None: "n/a"}[p.get("plateau")]
+            detail = [f"loss {share:.0%}"] if share is not None else []
+            detail += [f"retrieval {rise:.0%}"] if rise is not None else []
+            cells.append(f"s{seed} {verdict}" + (f" ({', '.join(detail)})" if detail else ""))
         lines.append(f"{recipe}: {'; '.join(cells)}")
     if result["missing"]:
         lines.append(f"not finished: {', '.join(result['missing'])}")
@@ -293,7 +316,7 @@ def format_markdown(result: dict[str, Any]) -> str:
     fractions = sorted(
         {f for e in result["recipes"].values() for t in e["mean_over_seeds"].values() for f in t}, key=float
     )
-    head = ["objective", "task", *(f"Δ AUROC at {float(f):.0%} labels" for f in fractions), "loss plateau"]
+    head = ["objective", "task", *(f"Δ AUROC at {float(f):.0%} labels" for f in fractions), "plateau"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for recipe, entry in result["recipes"].items():
         seeds = list(entry["seeds"])
@@ -309,17 +332,23 @@ def format_markdown(result: dict[str, Any]) -> str:
             verdicts = []
             for seed in seeds:
                 p = entry["seeds"][seed].get("plateau") or {}
-                share = p.get("share_of_fall_in_last_20pct")
-                verdicts.append({True: "yes", False: "no", None: "n/a"}[p.get("plateau")] + (
-                    "" if share is None else f" ({share:.0%})"
-                ))  # fmt: skip
+                share, rise = (
+                    p.get("share_of_fall_in_last_20pct"),
+                    p.get("share_of_retrieval_rise_in_last_20pct"),
+                )
+                detail = [f"{share:.0%}"] if share is not None else []
+                detail += [f"{rise:.0%}"] if rise is not None else []
+                verdicts.append(
+                    {True: "yes", False: "no", None: "n/a"}[p.get("plateau")]
+                    + (f" ({' / '.join(detail)})" if detail else "")
+                )
             lines.append(f"| {recipe} | {task} | " + " | ".join(cells) + f" | {' / '.join(verdicts)} |")
     seeds = ", ".join(str(s) for s in result["seeds"])
     lines.append("")
     lines.append(
-        f"Seeds {seeds} (values per seed, in that order). Loss plateau: the share of the loss's fall "
-        "(first 10 % of logged steps → last 20 %) that happened in the last 20 % of the run; "
-        f"< {PLATEAU_SHARE:.0%} = yes."
+        f"Seeds {seeds} (values per seed, in that order). Plateau: the share of the loss's fall (first 10 % "
+        "of logged steps → last 20 %) and of the retrieval top-1's rise that happened in the last 20 % of "
+        f"the run, in brackets in that order; yes when both are < {PLATEAU_SHARE:.0%}."
     )
     if result["missing"]:
         lines.append(f"Not finished: {', '.join(result['missing'])}.")
@@ -338,7 +367,8 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for i, (recipe, entry) in enumerate(result["recipes"].items()):
         color = f"C{i}"
-        for task in entry["mean_over_seeds"]:
+        tasks = list(entry["mean_over_seeds"])
+        for t, task in enumerate(tasks):
             for j, s in enumerate(entry["seeds"].values()):
                 rows = sorted(s["probe"][task].items(), key=lambda kv: float(kv[0]))
                 xs = [float(f) * (1 + 0.04 * (j - 0.5)) for f, _ in rows]
@@ -351,10 +381,11 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
                     (r["delta_auroc"]["high"] or r["delta_auroc"]["point"]) - r["delta_auroc"]["point"]
                     for _, r in rows
                 ]
-                label = f"{recipe}" if j == 0 else None
+                label = (recipe if len(tasks) == 1 else f"{recipe} · {task}") if j == 0 else None
                 axes[0].errorbar(
-                    xs, ys, yerr=[lo, hi], color=color, marker="o", capsize=2, label=label, alpha=0.8
-                )
+                    xs, ys, yerr=[lo, hi], color=color, marker="os^Dv"[t % 5], ls="-:"[t % 2], capsize=2,
+                    label=label, alpha=0.8,
+                )  # fmt: skip
         for j, s in enumerate(entry["seeds"].values()):
             c = s["curves"]
             label = recipe if j == 0 else None

@@ -149,3 +149,9 @@ def test_plateau_tells_a_settled_loss_from_one_still_falling(bench) -> None:
     assert b["loss_first_10pct"] == pytest.approx(sum(falling[:4]) / 4)
     assert bench.plateau({"step": steps[:5], "loss": falling[:5]})["plateau"] is None  # too short to tell
     assert bench.plateau({"step": steps, "loss": [1.0] * 40})["plateau"] is None  # never fell
+    # A settled loss with a retrieval metric still climbing is not a plateau; with it settled too, it is.
+    climbing = [0.01 * i for i in range(40)]
+    c = bench.plateau({"step": steps, "loss": settled, "top1": climbing})
+    assert c["plateau"] is False and c["share_of_retrieval_rise_in_last_20pct"] == pytest.approx(0.8 / 3.4)
+    flat_top1 = [1.0 - 0.8**i for i in range(40)]
+    assert bench.plateau({"step": steps, "loss": settled, "top1": flat_top1})["plateau"] is True
