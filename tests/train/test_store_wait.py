@@ -14,18 +14,15 @@ from clinseq.timeline.lock import FolderLock
 from clinseq.train import load_config, prepare_store
 
 
+def _ptbxl_config(ptbxl_root: Path, store: Path):
+    """A pretraining config whose store (absent) is converted from the real PTB-XL subset at 100 Hz."""
+    data = {"source": "ptbxl", "root": str(ptbxl_root), "store": str(store), "sampling_rate_hz": 100}
+    return load_config(values={"data": data})
+
+
 def test_prepare_store_waits_for_the_run_converting_it(ptbxl_root: Path, ptbxl_store, tmp_path, capsys):
     target = tmp_path / "stores" / "ptbxl100"
-    config = load_config(
-        values={
-            "data": {
-                "source": "ptbxl",
-                "root": str(ptbxl_root),
-                "store": str(target),
-                "sampling_rate_hz": 100,
-            }
-        }
-    )
+    config = _ptbxl_config(ptbxl_root, target)
     # "Another run" holds the store target's lock, as StoreWriter does while it converts.
     lock = FolderLock(target.parent / f"{target.name}.lock", f"store target {target}").acquire()
     opened: list[TimelineStore] = []
@@ -61,16 +58,7 @@ def test_a_store_finished_between_the_check_and_the_conversion_is_reused(
     from clinseq.train import builders
 
     target = tmp_path / "stores" / "ptbxl100"
-    config = load_config(
-        values={
-            "data": {
-                "source": "ptbxl",
-                "root": str(ptbxl_root),
-                "store": str(target),
-                "sampling_rate_hz": 100,
-            }
-        }
-    )
+    config = _ptbxl_config(ptbxl_root, target)
 
     def finished_meanwhile(data, root, out, progress):
         shutil.copytree(ptbxl_store.path, out)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import resource
 import shutil
 import subprocess
 import tempfile
@@ -42,7 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from clinseq.bench.harness import _proc_field, need_data, print_table, report, resolve_device, run_in_child
+from clinseq.bench.harness import (
+    need_data,
+    print_table,
+    process_peak_rss_mib,
+    report,
+    resolve_device,
+    run_in_child,
+)
 from clinseq.errors import ClinseqError, ConfigError
 
 __all__ = ["convert_in_this_process", "resume_after_kill", "run", "run_scaling"]
@@ -51,14 +57,6 @@ __all__ = ["convert_in_this_process", "resume_after_kill", "run", "run_scaling"]
 #: all ids distinct: the copies' ids stay interleaved in one dense range, as MIMIC-IV's (365 k subjects
 #: over 10 M ids).
 STRIDES = (1, 7, 31, 101, 997, 10_007, 100_003)
-
-
-def _peak_rss_mib() -> float:
-    """This process's peak resident set in MiB: ``VmHWM`` of its own address space. Not ``ru_maxrss``:
-    Linux carries that across ``exec``, so a child started from a large parent (the series' parent holds
-    the stores it compares) would report the parent's resident set at the fork as its own peak."""
-    peak = _proc_field("/proc/self/status", "VmHWM:")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def convert_in_this_process(
@@ -70,7 +68,7 @@ def convert_in_this_process(
 
     from clinseq.io.mimic_iv import convert_mimic_iv
 
-    rss_before = _peak_rss_mib()
+    rss_before = process_peak_rss_mib()
     load_before = os.getloadavg()[0]
     cpu0, t0 = time.process_time(), time.perf_counter()
     store = convert_mimic_iv(src, out, progress=False, workers=workers, max_memory=max_memory)
@@ -81,7 +79,7 @@ def convert_in_this_process(
         "cpu_s": cpu,
         "source_rows": sum(t["source_rows"] for t in manifest["tables"].values()),
         "events": manifest["n_events"],
-        "peak_rss_mib": _peak_rss_mib(),
+        "peak_rss_mib": process_peak_rss_mib(),
         "rss_after_imports_mib": rss_before,
         "load_avg_1min_before": load_before,
         "load_avg_1min_after": os.getloadavg()[0],
@@ -210,6 +208,36 @@ def parse_floor(src: Path) -> dict:
             with CsvChunks(path) as chunks:
                 rows += sum(frame.height for frame in chunks.frames(spec.required))
     return {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0, "rows": rows}
+
+
+def measure_floors(src: Path, source_rows: int) -> dict[str, dict]:
+    """The two floors of a conversion of ``src`` (``source_rows`` rows), each measured alone: gzip
+    decompression (:func:`decompression_floor`) and the block reader (:func:`parse_floor`), with their
+    rows per second and CPU µs per source row."""
+    notes = {
+        "gzip_decompress_only": "python zlib, 1 MiB streamed reads, one core: the floor of any gz reader",
+        "read_needed_columns_only": "CsvChunks (inflate thread + pl.read_csv per block), needed columns",
+    }
+    measured = {
+        "gzip_decompress_only": decompression_floor(src),
+        "read_needed_columns_only": parse_floor(src),
+    }
+    return {
+        name: {
+            **floor,
+            "source_rows_per_s": source_rows / floor["seconds"],
+            "cpu_us_per_row": floor["cpu_s"] / source_rows * 1e6,
+            "note": notes[name],
+        }
+        for name, floor in measured.items()
+    }
+
+
+def _round_figures(rows: list[dict]) -> None:
+    """Round each conversion row's timings, rates and peak memory to 2 decimals for the JSON and tables."""
+    for row in rows:
+        for key in ("wall_s", "cpu_s", "source_rows_per_s", "source_rows_per_cpu_s", "peak_rss_mib"):
+            row[key] = round(row[key], 2)
 
 
 def measure_slices(store: Path, n: int) -> list[dict]:
@@ -466,20 +494,7 @@ def run_scaling(
             }
             one["gap"] = gap_to_target(one)
             if k == max(copies) and not plain_csv:
-                inflate = decompression_floor(src)
-                parse = parse_floor(src)
-                one["floors"] = {
-                    "gzip_decompress_only": {
-                        **inflate,
-                        "source_rows_per_s": one["source_rows"] / inflate["seconds"],
-                        "cpu_us_per_row": inflate["cpu_s"] / one["source_rows"] * 1e6,
-                    },
-                    "read_needed_columns_only": {
-                        **parse,
-                        "source_rows_per_s": one["source_rows"] / parse["seconds"],
-                        "cpu_us_per_row": parse["cpu_s"] / one["source_rows"] * 1e6,
-                    },
-                }
+                one["floors"] = measure_floors(src, one["source_rows"])
             if resume_check == k:
                 kill_at = 0.6 * one["wall_s"]
                 resume = {
@@ -494,9 +509,7 @@ def run_scaling(
                 shutil.rmtree(src)
             shutil.rmtree(tmp / f"store_x{k}")
             rows.append(one)
-    for row in rows:
-        for key in ("wall_s", "cpu_s", "source_rows_per_s", "source_rows_per_cpu_s", "peak_rss_mib"):
-            row[key] = round(row[key], 2)
+    _round_figures(rows)
     print("scaling series (one child process per conversion; 2-core CPU shared with other work)")
     print_table(
         rows,
@@ -649,26 +662,12 @@ def run(
                     **measure_conversion(src, tmp / "large", workers, repeat),
                 }
             )
-            rows = conversions[-1]["source_rows"]
-            inflate = decompression_floor(src)
-            parse = parse_floor(src)
             floors = {
                 "input": conversions[-1]["source"],
-                "gzip_decompress_only": {
-                    **inflate,
-                    "source_rows_per_s": rows / inflate["seconds"],
-                    "note": "python zlib, 1 MiB streamed reads, one core: the floor of any gz reader",
-                },
-                "read_needed_columns_only": {
-                    **parse,
-                    "source_rows_per_s": rows / parse["seconds"],
-                    "note": "CsvChunks (inflate thread + pl.read_csv per block), needed columns",
-                },
+                **measure_floors(src, conversions[-1]["source_rows"]),
             }
         slice_rows = measure_slices(tmp / "demo", slices)
-    for row in conversions:
-        for key in ("wall_s", "cpu_s", "source_rows_per_s", "source_rows_per_cpu_s", "peak_rss_mib"):
-            row[key] = round(row[key], 2)
+    _round_figures(conversions)
     print("conversion (one child process; 2-core CPU shared with other work)")
     print_table(
         conversions,

@@ -101,6 +101,18 @@ def _proc_field(path: str, name: str) -> float | None:
         return None
 
 
+def process_peak_rss_mib() -> float:
+    """This process's peak resident set in MiB: ``VmHWM`` of its own address space. Not ``ru_maxrss``
+    (its fallback off Linux): Linux carries that across ``exec``, so a child started from a large parent
+    would report the parent's resident set at the fork as its own peak."""
+    peak = _proc_field("/proc/self/status", "VmHWM:")
+    if peak is not None:
+        return peak
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class PeakMemory:
     """Context manager: ``peak_mib`` = the block's peak memory beyond what was in use at its start (None
     where it cannot be measured: a CPU without ``/proc``)."""
